@@ -1,0 +1,31 @@
+# The workspace's two commands:  `make` sets everything up and reproduces the
+# pipeline; `make test` runs every test. Needs only python3.11, git and make.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+UV_VERSION := 0.13.9
+# Stage commands in dvc.yaml say `python`: make it the venv's.
+export PATH := $(BIN):$(PATH)
+export JUPYTER_PLATFORM_DIRS := 1
+
+.PHONY: all setup repro test lab
+
+all: repro
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt src/dataops/install.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -r requirements.txt
+	PYTHONPATH=src $(BIN)/python -m dataops.install
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	pytest --nbval-lax
+
+lab: setup
+	jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks

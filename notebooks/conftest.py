@@ -1,0 +1,28 @@
+"""`pytest --nbval-lax` runs the stage notebooks in a sandbox, not in your workspace.
+
+nbval starts each kernel here in notebooks/, with the notebook's own code; the
+notebooks find the workspace through dataops.find_root(), which honours
+$DATAOPS_ROOT. Pointing that at a throw-away copy of params.yaml, data/ and
+models/ means the notebooks compute with your params.yaml but can never
+overwrite your data, model or reports.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    if not (config.getoption("nbval", False) or config.getoption("nbval_lax", False)):
+        return
+    sandbox = Path(tempfile.mkdtemp(prefix="nbval-sandbox-"))
+    config.add_cleanup(lambda: shutil.rmtree(sandbox, ignore_errors=True))
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(ROOT / name, sandbox / name)
+    for name in ("data", "models"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, sandbox / name)
+    os.environ["DATAOPS_ROOT"] = str(sandbox)

@@ -1,0 +1,95 @@
+"""Run one stage notebook headless with papermill: ``python -m dataops.stage notebooks/02_process_data.ipynb``.
+
+This is each stage's ``cmd`` in dvc.yaml. Around papermill it adds what a
+class needs: params.yaml is checked before a kernel starts; every cell is
+announced as it runs; the executed notebook is kept in reports/ with
+papermill's timestamps removed, so identical runs give an identical dvc.lock;
+and a failure ends in one readable message, with the executed notebook moved
+to reports/failed/ where the failing cell is marked and where ``dvc checkout``
+will not overwrite it.
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from dataops import WorkspaceError, paths
+from dataops.notebook import dumps, tidy_executed
+from dataops.params import read
+
+
+def _say(text):
+    print(text, flush=True)
+
+
+def _headline(cell):
+    """The line a student recognises a cell by: its first comment or line."""
+    for line in cell.source.splitlines():
+        if line.strip():
+            return line.strip().lstrip("# ")[:70]
+    return ""
+
+
+def run(notebook: Path) -> int:
+    where = paths()
+    stage = notebook.stem.split("_", 1)[-1]
+    executed = where.reports / notebook.name
+    failed = where.reports / "failed" / notebook.name
+    try:
+        read(where.params)
+    except WorkspaceError as error:
+        _say(f"✗ {stage}: {error}")
+        return 2
+
+    os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    import papermill
+    from jupyter_client.kernelspec import NoSuchKernel
+
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    failed.unlink(missing_ok=True)
+    code_cells = sum(c["cell_type"] == "code" for c in json.loads(notebook.read_text())["cells"])
+    started = time.perf_counter()
+    counter = iter(range(1, code_cells + 1))
+
+    def announce(cell, cell_index):
+        if cell.cell_type == "code":
+            _say(f"  {stage} [{next(counter)}/{code_cells}] {_headline(cell)}")
+
+    _say(f"▶ {stage}: {notebook} → {executed.relative_to(where.root)}")
+    try:
+        papermill.execute_notebook(
+            # Relative paths: papermill records them in the executed notebook.
+            os.path.relpath(notebook), os.path.relpath(executed), cwd=str(notebook.parent),
+            progress_bar=False, on_cell_start=announce,
+        )
+    except papermill.PapermillExecutionError as error:
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        executed.replace(failed)
+        detail = error.evalue if error.ename == "WorkspaceError" else f"{error.ename}: {error.evalue}"
+        _say(f"✗ {stage} failed in cell [{error.exec_count}]: {detail}\n"
+             f"  The executed notebook, failing cell marked: {failed.relative_to(where.root)}\n"
+             f"  Your last good data and model are safe in DVC's cache: `dvc checkout --force` restores them.")
+        return 1
+    except NoSuchKernel as error:
+        _say(f"✗ {stage}: {error}. Run `make` to install the workspace's kernel.")
+        return 1
+
+    executed.write_text(dumps(tidy_executed(json.loads(executed.read_text()))))
+    _say(f"✓ {stage} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not argv[0].endswith(".ipynb"):
+        _say("usage: python -m dataops.stage notebooks/NN_stage.ipynb")
+        return 2
+    return run(Path(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Helpers that give each test a real workspace: a git clone of this
+repository (with any uncommitted edits carried over and committed), using this
+checkout's venv, with real git, DVC, papermill and Jupyter kernels."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, check=True, env=None, **kwargs):
+    """Run a shell command the way a student types it, with the venv on PATH."""
+    full_env = {**os.environ, **workspace_env(cwd), **(env or {})}
+    result = subprocess.run(cmd, cwd=cwd, shell=isinstance(cmd, str), env=full_env,
+                            capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd!r} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def workspace_env(root):
+    root = Path(root)
+    return {
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        # The clone's own src/ wins over the one the venv points at.
+        "PYTHONPATH": str(root / "src"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "DATAOPS_ROOT": "",
+    }
+
+
+def md5(path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def locked_md5(root, out, lock_text=None) -> str:
+    """The md5 that dvc.lock records for an output path."""
+    lock = yaml.safe_load(lock_text if lock_text is not None else (Path(root) / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for entry in stage.get("outs", []):
+            if entry["path"] == out:
+                return entry["md5"]
+    raise KeyError(out)
+
+
+def set_param(root, dotted, value):
+    """Edit params.yaml as a student would: change one value, keep the comments."""
+    path = Path(root) / "params.yaml"
+    section, key = dotted.split(".")
+    lines, current = path.read_text().splitlines(keepends=True), None
+    for i, line in enumerate(lines):
+        if line.strip() and not line[0].isspace() and line.split("#")[0].rstrip().endswith(":"):
+            current = line.split(":")[0]
+        elif current == section and line.strip().startswith(f"{key}:"):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = f"{indent}{key}: {value}\n"
+            path.write_text("".join(lines))
+            return
+    raise KeyError(dotted)
+
+
+def make_clone(destination: Path, share_venv=True) -> Path:
+    """A git clone of this repository at its working-tree state. With
+    share_venv, it is set up as `make` would set it up, using this checkout's venv."""
+    run(["git", "clone", "--quiet", str(REPO), str(destination)], cwd=REPO.parent)
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO).stdout
+    for name in filter(None, files.split("\0")):
+        source, target = REPO / name, destination / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        elif target.exists():
+            target.unlink()
+    if share_venv:
+        (destination / ".venv").symlink_to(VENV_BIN.parent)
+        run([sys.executable, "-c", "from dataops.install import install_git_filter as f; import pathlib; "
+             f"f(pathlib.Path({str(destination)!r}))"], cwd=destination)
+    run("git add -A && git -c user.name=test -c user.email=test@example.invalid "
+        "commit --quiet --allow-empty -m 'workspace under test'", cwd=destination)
+    return destination

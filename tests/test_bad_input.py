@@ -1,0 +1,68 @@
+"""A wrong value in params.yaml fails with one readable line and loses nothing."""
+
+import pytest
+
+from helpers import locked_md5, md5, run, set_param
+
+CASES = [
+    ("process.test_size", "1.5", "process.test_size = 1.5: must be a number between 0 and 1 (exclusive)"),
+    ("process.test_size", '"abc"', "process.test_size = 'abc': must be a number between 0 and 1"),
+    ("process.test_size", "true", "process.test_size = True: must be a number"),
+    ("train.max_iter", "-1", "train.max_iter = -1: must be a whole number >= 1"),
+    ("train.max_iter", "2.5", "train.max_iter = 2.5: must be a whole number"),
+    ("process.random_state", '"a b; touch INJECTED"', "process.random_state = 'a b; touch INJECTED'"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", CASES, ids=[f"{k}={v}" for k, v, _ in CASES])
+def test_bad_parameter_fails_with_one_clear_line(workspace, key, value, message):
+    set_param(workspace, key, value)
+    result = run("dvc repro", cwd=workspace, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output
+    assert "Traceback" not in output
+    assert len(output.splitlines()) < 15, output
+    assert not (workspace / "INJECTED").exists()
+
+
+def test_misspelt_key_fails_naming_the_key(workspace):
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("max_iter:", "max_iters:"))
+    result = run("dvc repro", cwd=workspace, check=False)
+    assert result.returncode != 0
+    # DVC itself stops first: the stage declares train.max_iter.
+    assert "Parameters 'train.max_iter' are missing from 'params.yaml'" in result.stderr
+
+
+def test_unknown_key_is_named_with_what_is_allowed(workspace):
+    set_param(workspace, "train.max_iter", "300\n  C: 0.5")
+    result = run("dvc repro", cwd=workspace, check=False)
+    assert result.returncode != 0
+    assert "train.C: unknown key; allowed: max_iter" in result.stdout
+
+
+def test_last_good_model_comes_back_with_one_command(workspace):
+    good = locked_md5(workspace, "models/model.skops")
+    set_param(workspace, "train.max_iter", 0)
+    run("touch notebooks/03_train_model.ipynb", cwd=workspace)
+    result = run("dvc repro --force train_model", cwd=workspace, check=False)
+    assert result.returncode != 0
+    run("dvc checkout --force", cwd=workspace)
+    assert md5(workspace / "models/model.skops") == good
+
+
+def test_failing_cell_keeps_its_notebook_and_the_good_model_comes_back(workspace):
+    good = locked_md5(workspace, "models/model.skops")
+    notebook = workspace / "notebooks/03_train_model.ipynb"
+    notebook.write_text(notebook.read_text().replace('drop(columns=\\"target\\")', 'drop(columns=\\"label\\")'))
+    result = run("dvc repro", cwd=workspace, check=False)
+    assert result.returncode != 0
+    assert "✗ train_model failed in cell [2]: KeyError" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    failed = workspace / "reports/failed/03_train_model.ipynb"
+    assert '"ename": "KeyError"' in failed.read_text()
+
+    run("dvc checkout --force", cwd=workspace)
+    assert md5(workspace / "models/model.skops") == good
+    assert failed.exists()

@@ -1,0 +1,123 @@
+"""The committed notebooks are clean, and each way of running them agrees."""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import REPO, VENV_BIN, md5, run, set_param, workspace_env
+from dataops.notebook import dumps, strip
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_stripped(path):
+    assert path.read_text() == dumps(strip(json.loads(path.read_text())))
+    run(["nbstripout", "--verify", "--keep-count", str(path)], cwd=REPO)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_stage_notebook_has_one_parameters_cell_and_a_compared_output(path):
+    cells = json.loads(path.read_text())["cells"]
+    tags = [cell["metadata"].get("tags", []) for cell in cells]
+    assert sum("parameters" in t for t in tags) == 1
+    checked = [c for c, t in zip(cells, tags) if "nbval-check-output" in t]
+    assert checked and all(c["outputs"] and c["execution_count"] for c in checked)
+
+
+def test_strip_writes_what_nbformat_writes():
+    """JupyterLab saves through nbformat; stripped bytes must be the same or DVC sees a change."""
+    for path in NOTEBOOKS:
+        executed = nbformat.read(REPO / "reports" / path.name, as_version=4) if (REPO / "reports" / path.name).exists() \
+            else nbformat.read(path, as_version=4)
+        stripped = strip(json.loads(nbformat.writes(executed)))
+        assert dumps(stripped) == nbformat.writes(nbformat.from_dict(stripped)) + "\n"
+        assert dumps(stripped) == path.read_text()
+
+
+def test_git_filter_keeps_outputs_out_of_commits(workspace):
+    executed = (workspace / "reports/02_process_data.ipynb").read_text()
+    (workspace / "notebooks/02_process_data.ipynb").write_text(executed)
+    assert run("git diff", cwd=workspace).stdout == ""
+    # git status trusts a changed file size without filtering; staging shows nothing to commit.
+    run("git add notebooks", cwd=workspace)
+    assert run("git status --porcelain", cwd=workspace).stdout == ""
+
+
+def test_touching_notebooks_leaves_git_status_clean(workspace):
+    for path in (workspace / "notebooks").glob("*.ipynb"):
+        path.touch()
+    assert run("git status --porcelain", cwd=workspace).stdout == ""
+
+
+def test_nbval_uses_params_yaml_and_never_touches_the_workspace(workspace):
+    outputs = [p for d in ("data", "models", "reports") for p in (workspace / d).rglob("*") if p.is_file()]
+    before = {p: md5(p) for p in outputs}
+    run("pytest --nbval-lax -q -p no:cacheprovider notebooks", cwd=workspace)
+    assert before == {p: md5(p) for p in outputs}
+
+    set_param(workspace, "process.test_size", 1.5)
+    result = run("pytest --nbval-lax -q -p no:cacheprovider notebooks/02_process_data.ipynb", cwd=workspace, check=False)
+    assert result.returncode == 1
+    assert "process.test_size = 1.5: must be a number between 0 and 1 (exclusive)" in result.stdout
+
+
+def test_nbval_fails_on_a_wrong_stored_output(clone):
+    path = clone / "notebooks/01_get_data.ipynb"
+    path.write_text(path.read_text().replace("shape: (150, 5)", "shape: (149, 5)"))
+    result = run("pytest --nbval-lax -q -p no:cacheprovider notebooks/01_get_data.ipynb", cwd=clone, check=False)
+    assert result.returncode == 1
+    assert "(149, 5)" in result.stdout and "(150, 5)" in result.stdout
+
+
+def test_executed_notebooks_are_never_collected(reproduced):
+    result = run("pytest --nbval-lax --collect-only -q -p no:cacheprovider", cwd=reproduced)
+    assert "reports/" not in result.stdout
+    assert "notebooks/01_get_data.ipynb" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyter_server(workspace):
+    """A real Jupyter server on 127.0.0.1, started from the venv as `make lab` starts it."""
+    port, token = _free_port(), "test-token"
+    server = subprocess.Popen(
+        [str(VENV_BIN / "jupyter"), "server", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workspace}"],
+        cwd=workspace, env={**__import__("os").environ, **workspace_env(workspace)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url, token
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def test_saving_a_run_notebook_from_jupyter_leaves_git_and_dvc_clean(workspace, jupyter_server):
+    url, token = jupyter_server
+    for path in NOTEBOOKS:
+        # What JupyterLab sends after Run All: every output, counts, kernel metadata.
+        content = nbformat.read(workspace / "reports" / path.name, as_version=4)
+        content.metadata["language_info"] = {"name": "python", "version": "3.11"}
+        body = json.dumps({"type": "notebook", "format": "json", "content": content}).encode()
+        request = urllib.request.Request(f"{url}/api/contents/notebooks/{path.name}?token={token}",
+                                         data=body, method="PUT", headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30)
+    assert run("git status --porcelain", cwd=workspace).stdout == ""
+    assert "up to date" in run("dvc status", cwd=workspace).stdout

@@ -1,0 +1,48 @@
+"""Every problem in params.yaml becomes one line naming the key and what is allowed."""
+
+import pytest
+
+from dataops import WorkspaceError
+from dataops.params import problems, read
+from helpers import REPO
+
+GOOD = {"process": {"test_size": 0.2, "random_state": 42}, "train": {"max_iter": 200}}
+
+
+def with_value(section, key, value):
+    data = {s: dict(v) for s, v in GOOD.items()}
+    data[section][key] = value
+    return data
+
+
+def test_the_workspace_params_yaml_is_valid():
+    assert read(REPO / "params.yaml") == GOOD
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.1, "abc", None, True, float("nan"), [0.2]])
+def test_test_size_outside_zero_one_is_refused(value):
+    assert problems(with_value("process", "test_size", value)) == [
+        f"process.test_size = {value!r}: must be a number between 0 and 1 (exclusive)"]
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "200", False])
+def test_max_iter_must_be_a_positive_whole_number(value):
+    assert problems(with_value("train", "max_iter", value)) == [
+        f"train.max_iter = {value!r}: must be a whole number >= 1"]
+
+
+def test_structure_problems_are_each_named():
+    assert problems(None) == ["params.yaml is empty: it needs the sections process, train"]
+    assert problems(["a"]) == ["params.yaml must be a mapping of sections (process, train), not list"]
+    assert problems({"process": GOOD["process"]}) == ["train: missing section; it needs the keys max_iter"]
+    assert problems({**GOOD, "trian": {}}) == [
+        "trian: unknown section (did you mean train?); allowed: process, train"]
+    assert problems(with_value("process", "test_szie", 0.3)) == [
+        "process.test_szie: unknown key (did you mean test_size?); allowed: test_size, random_state"]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("process:\n  test_size: 0.2\n   random_state: 42\n")
+    with pytest.raises(WorkspaceError, match=r"params.yaml is not valid YAML at line 3"):
+        read(path)

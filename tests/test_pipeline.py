@@ -1,0 +1,87 @@
+"""`dvc repro` on the notebook pipeline does what the README promises."""
+
+from pathlib import Path
+
+import yaml
+
+from helpers import REPO, locked_md5, md5, run, set_param
+
+OUTPUTS = ["data/raw/iris.csv", "data/processed/train.csv", "data/processed/test.csv",
+           "models/model.skops", "reports/01_get_data.ipynb",
+           "reports/02_process_data.ipynb", "reports/03_train_model.ipynb"]
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def test_repro_builds_every_output_and_leaves_git_and_dvc_clean(reproduced):
+    for out in OUTPUTS:
+        assert md5(reproduced / out) == locked_md5(reproduced, out), out
+    assert "up to date" in run("dvc status", cwd=reproduced).stdout
+    assert run("git status --porcelain", cwd=reproduced).stdout == ""
+
+
+def test_repro_matches_the_committed_lock_byte_for_byte(reproduced):
+    assert (reproduced / "dvc.lock").read_bytes() == (REPO / "dvc.lock").read_bytes()
+
+
+def test_forced_rerun_gives_a_byte_identical_lock(workspace):
+    before = (workspace / "dvc.lock").read_bytes()
+    run("dvc repro --force", cwd=workspace)
+    assert (workspace / "dvc.lock").read_bytes() == before
+
+
+def test_second_repro_is_a_no_op(workspace):
+    mtimes = {out: (workspace / out).stat().st_mtime_ns for out in OUTPUTS}
+    result = run("dvc repro", cwd=workspace)
+    assert "Data and pipelines are up to date." in result.stdout
+    assert ran_stages(result.stdout) == []
+    assert mtimes == {out: (workspace / out).stat().st_mtime_ns for out in OUTPUTS}
+
+
+def test_changing_test_size_reruns_exactly_process_and_train(workspace):
+    model_before = md5(workspace / "models/model.skops")
+    set_param(workspace, "process.test_size", 0.3)
+    result = run("dvc repro", cwd=workspace)
+    assert ran_stages(result.stdout) == ["process_data", "train_model"]
+    assert len((workspace / "data/processed/test.csv").read_text().splitlines()) == 45 + 1
+    assert md5(workspace / "models/model.skops") != model_before
+
+    set_param(workspace, "process.test_size", 0.2)
+    result = run("dvc repro", cwd=workspace)
+    assert "Stage 'process_data' is cached - skipping run" in result.stdout
+    assert "Stage 'train_model' is cached - skipping run" in result.stdout
+    assert "▶" not in result.stdout, "a notebook ran although the run cache had the result"
+    assert md5(workspace / "models/model.skops") == model_before
+
+
+def test_time_travel_restores_each_commits_exact_model(workspace):
+    git = "git -c user.name=t -c user.email=t@example.invalid "
+    old_lock = (workspace / "dvc.lock").read_text()
+    set_param(workspace, "train.max_iter", 5)
+    run("dvc repro", cwd=workspace)
+    run(git + "commit -qam 'train: max_iter 5'", cwd=workspace)
+    new_lock = (workspace / "dvc.lock").read_text()
+    old_md5, new_md5 = (locked_md5(workspace, "models/model.skops", lock) for lock in (old_lock, new_lock))
+    assert old_md5 != new_md5
+
+    run("git checkout -q HEAD~1 && dvc checkout", cwd=workspace)
+    assert md5(workspace / "models/model.skops") == old_md5
+    assert md5(workspace / "data/processed/train.csv") == locked_md5(workspace, "data/processed/train.csv", old_lock)
+    run("git checkout -q main && dvc checkout", cwd=workspace)
+    assert md5(workspace / "models/model.skops") == new_md5
+
+
+def test_paths_in_dvc_yaml_are_the_ones_the_notebooks_use(reproduced):
+    from dataops import Paths
+
+    where = Paths(Path("."))
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = {out for stage in stages.values() for out in stage["outs"]}
+    for path in (where.raw, where.train, where.test, where.model):
+        assert str(path) in outs
+    for name, stage in stages.items():
+        notebook = stage["cmd"].split()[-1]
+        assert notebook in stage["deps"] and notebook.endswith(f"_{name}.ipynb")
+        assert f"reports/{Path(notebook).name}" in stage["outs"]
