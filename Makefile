@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: all setup repro test lab
+.PHONY: all setup repro test lab student-edition
 
 all: repro
 
@@ -29,3 +29,8 @@ test: setup
 
 lab: setup
 	jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks
+
+# The exercises without their solutions, to hand out.
+student-edition:
+	mkdir -p student-edition
+	sed '/<!-- solution -->/,/<!-- end solution -->/d' docs/exercises.md > student-edition/exercises.md

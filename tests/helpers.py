@@ -51,19 +51,18 @@ def locked_md5(root, out, lock_text=None) -> str:
 
 
 def set_param(root, dotted, value):
-    """Edit params.yaml as a student would: change one value, keep the comments."""
-    path = Path(root) / "params.yaml"
-    section, key = dotted.split(".")
-    lines, current = path.read_text().splitlines(keepends=True), None
-    for i, line in enumerate(lines):
-        if line.strip() and not line[0].isspace() and line.split("#")[0].rstrip().endswith(":"):
-            current = line.split(":")[0]
-        elif current == section and line.strip().startswith(f"{key}:"):
-            indent = line[: len(line) - len(line.lstrip())]
-            lines[i] = f"{indent}{key}: {value}\n"
-            path.write_text("".join(lines))
-            return
-    raise KeyError(dotted)
+    """Edit params.yaml as a student would: change one value (given as YAML
+    text, so "1.5", "abc" and "true" mean what they mean there), keep the comments."""
+    from ruamel.yaml import YAML
+
+    path, rt = Path(root) / "params.yaml", YAML()
+    data = rt.load(path)
+    *parents, key = dotted.split(".")
+    node = data
+    for name in parents:
+        node = node[name]
+    node[key] = yaml.safe_load(str(value))
+    rt.dump(data, path)
 
 
 def make_clone(destination: Path, share_venv=True) -> Path:
@@ -80,7 +79,7 @@ def make_clone(destination: Path, share_venv=True) -> Path:
             target.unlink()
     if share_venv:
         (destination / ".venv").symlink_to(VENV_BIN.parent)
-        run([sys.executable, "-c", "from dataops.install import install_git_filter as f; import pathlib; "
+        run([sys.executable, "-c", "from dataops.install import install_workspace as f; import pathlib; "
              f"f(pathlib.Path({str(destination)!r}))"], cwd=destination)
     run("git add -A && git -c user.name=test -c user.email=test@example.invalid "
         "commit --quiet --allow-empty -m 'workspace under test'", cwd=destination)

@@ -8,8 +8,10 @@ CASES = [
     ("process.test_size", "1.5", "process.test_size = 1.5: must be a number between 0 and 1 (exclusive)"),
     ("process.test_size", '"abc"', "process.test_size = 'abc': must be a number between 0 and 1"),
     ("process.test_size", "true", "process.test_size = True: must be a number"),
-    ("train.max_iter", "-1", "train.max_iter = -1: must be a whole number >= 1"),
-    ("train.max_iter", "2.5", "train.max_iter = 2.5: must be a whole number"),
+    ("train.logistic_regression.max_iter", "-1", "train.logistic_regression.max_iter = -1: must be a whole number >= 1"),
+    ("train.logistic_regression.max_iter", "2.5", "train.logistic_regression.max_iter = 2.5: must be a whole number"),
+    ("train.model", "xgboost", "train.model = 'xgboost': must be one of logistic_regression, random_forest, svc"),
+    ("data.dataset", "mnist", "data.dataset = 'mnist': must be one of iris, wine, breast_cancer, digits"),
     ("process.random_state", '"a b; touch INJECTED"', "process.random_state = 'a b; touch INJECTED'"),
 ]
 
@@ -32,19 +34,20 @@ def test_misspelt_key_fails_naming_the_key(workspace):
     result = run("dvc repro", cwd=workspace, check=False)
     assert result.returncode != 0
     # DVC itself stops first: the stage declares train.max_iter.
-    assert "Parameters 'train.max_iter' are missing from 'params.yaml'" in result.stderr
+    assert "Parameters 'train.logistic_regression.max_iter' are missing from 'params.yaml'" in result.stderr
 
 
 def test_unknown_key_is_named_with_what_is_allowed(workspace):
-    set_param(workspace, "train.max_iter", "300\n  C: 0.5")
+    set_param(workspace, "train.logistic_regression.max_iter", 300)
+    set_param(workspace, "train.learning_rate", 0.1)
     result = run("dvc repro", cwd=workspace, check=False)
     assert result.returncode != 0
-    assert "train.C: unknown key; allowed: max_iter" in result.stdout
+    assert "train.learning_rate: unknown key; allowed: model, random_state, logistic_regression" in result.stdout
 
 
 def test_last_good_model_comes_back_with_one_command(workspace):
     good = locked_md5(workspace, "models/model.skops")
-    set_param(workspace, "train.max_iter", 0)
+    set_param(workspace, "train.logistic_regression.max_iter", 0)
     run("touch notebooks/03_train_model.ipynb", cwd=workspace)
     result = run("dvc repro --force train_model", cwd=workspace, check=False)
     assert result.returncode != 0

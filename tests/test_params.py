@@ -1,17 +1,32 @@
 """Every problem in params.yaml becomes one line naming the key and what is allowed."""
 
+import copy
+
 import pytest
 
 from dataops import WorkspaceError
 from dataops.params import problems, read
 from helpers import REPO
 
-GOOD = {"process": {"test_size": 0.2, "random_state": 42}, "train": {"max_iter": 200}}
+GOOD = {
+    "data": {"dataset": "iris"},
+    "process": {"test_size": 0.2, "random_state": 42},
+    "train": {
+        "model": "logistic_regression", "random_state": 42,
+        "logistic_regression": {"C": 1.0, "max_iter": 200},
+        "random_forest": {"n_estimators": 100, "max_depth": 3},
+        "svc": {"C": 1.0, "kernel": "rbf"},
+    },
+}
 
 
-def with_value(section, key, value):
-    data = {s: dict(v) for s, v in GOOD.items()}
-    data[section][key] = value
+def with_value(dotted, value):
+    data = copy.deepcopy(GOOD)
+    *parents, key = dotted.split(".")
+    node = data
+    for name in parents:
+        node = node[name]
+    node[key] = value
     return data
 
 
@@ -21,24 +36,37 @@ def test_the_workspace_params_yaml_is_valid():
 
 @pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.1, "abc", None, True, float("nan"), [0.2]])
 def test_test_size_outside_zero_one_is_refused(value):
-    assert problems(with_value("process", "test_size", value)) == [
+    assert problems(with_value("process.test_size", value)) == [
         f"process.test_size = {value!r}: must be a number between 0 and 1 (exclusive)"]
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "200", False])
 def test_max_iter_must_be_a_positive_whole_number(value):
-    assert problems(with_value("train", "max_iter", value)) == [
-        f"train.max_iter = {value!r}: must be a whole number >= 1"]
+    assert problems(with_value("train.logistic_regression.max_iter", value)) == [
+        f"train.logistic_regression.max_iter = {value!r}: must be a whole number >= 1"]
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("data.dataset", "mnist", "iris, wine, breast_cancer, digits"),
+    ("train.model", "xgboost", "logistic_regression, random_forest, svc"),
+    ("train.svc.kernel", "gaussian", "linear, poly, rbf, sigmoid"),
+])
+def test_unknown_choice_lists_the_choices(key, value, allowed):
+    assert problems(with_value(key, value)) == [f"{key} = {value!r}: must be one of {allowed}"]
 
 
 def test_structure_problems_are_each_named():
-    assert problems(None) == ["params.yaml is empty: it needs the sections process, train"]
-    assert problems(["a"]) == ["params.yaml must be a mapping of sections (process, train), not list"]
-    assert problems({"process": GOOD["process"]}) == ["train: missing section; it needs the keys max_iter"]
+    assert problems(None) == ["params.yaml is empty: it needs the sections data, process, train"]
+    assert problems(["a"]) == ["params.yaml must be a mapping of sections (data, process, train), not list"]
+    assert problems({k: v for k, v in GOOD.items() if k != "data"}) == [
+        "data: missing section; it needs the keys dataset"]
     assert problems({**GOOD, "trian": {}}) == [
-        "trian: unknown section (did you mean train?); allowed: process, train"]
-    assert problems(with_value("process", "test_szie", 0.3)) == [
+        "trian: unknown section (did you mean train?); allowed: data, process, train"]
+    assert problems(with_value("process.test_szie", 0.3)) == [
         "process.test_szie: unknown key (did you mean test_size?); allowed: test_size, random_state"]
+    svc = copy.deepcopy(GOOD)
+    del svc["train"]["svc"]["kernel"]
+    assert problems(svc) == ["train.svc.kernel: missing; it must be one of linear, poly, rbf, sigmoid"]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):

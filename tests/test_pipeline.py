@@ -6,9 +6,10 @@ import yaml
 
 from helpers import REPO, locked_md5, md5, run, set_param
 
-OUTPUTS = ["data/raw/iris.csv", "data/processed/train.csv", "data/processed/test.csv",
-           "models/model.skops", "reports/01_get_data.ipynb",
-           "reports/02_process_data.ipynb", "reports/03_train_model.ipynb"]
+OUTPUTS = ["data/raw/dataset.csv", "data/processed/train.csv", "data/processed/test.csv",
+           "models/model.skops", "reports/metrics.json", "reports/plots/confusion.csv",
+           "reports/plots/roc.csv", "reports/01_get_data.ipynb", "reports/02_process_data.ipynb",
+           "reports/03_train_model.ipynb", "reports/04_evaluate.ipynb"]
 
 
 def ran_stages(output: str) -> list[str]:
@@ -40,11 +41,11 @@ def test_second_repro_is_a_no_op(workspace):
     assert mtimes == {out: (workspace / out).stat().st_mtime_ns for out in OUTPUTS}
 
 
-def test_changing_test_size_reruns_exactly_process_and_train(workspace):
+def test_changing_test_size_reruns_exactly_the_stages_downstream(workspace):
     model_before = md5(workspace / "models/model.skops")
     set_param(workspace, "process.test_size", 0.3)
     result = run("dvc repro", cwd=workspace)
-    assert ran_stages(result.stdout) == ["process_data", "train_model"]
+    assert ran_stages(result.stdout) == ["process_data", "train_model", "evaluate"]
     assert len((workspace / "data/processed/test.csv").read_text().splitlines()) == 45 + 1
     assert md5(workspace / "models/model.skops") != model_before
 
@@ -59,7 +60,7 @@ def test_changing_test_size_reruns_exactly_process_and_train(workspace):
 def test_time_travel_restores_each_commits_exact_model(workspace):
     git = "git -c user.name=t -c user.email=t@example.invalid "
     old_lock = (workspace / "dvc.lock").read_text()
-    set_param(workspace, "train.max_iter", 5)
+    set_param(workspace, "train.logistic_regression.max_iter", 5)
     run("dvc repro", cwd=workspace)
     run(git + "commit -qam 'train: max_iter 5'", cwd=workspace)
     new_lock = (workspace / "dvc.lock").read_text()

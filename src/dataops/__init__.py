@@ -32,11 +32,14 @@ class Paths:
     def __init__(self, root: Path):
         self.root = root
         self.params = root / "params.yaml"
-        self.raw = root / "data" / "raw" / "iris.csv"
+        self.raw = root / "data" / "raw" / "dataset.csv"
         self.train = root / "data" / "processed" / "train.csv"
         self.test = root / "data" / "processed" / "test.csv"
         self.model = root / "models" / "model.skops"
         self.reports = root / "reports"
+        self.metrics = root / "reports" / "metrics.json"
+        self.confusion = root / "reports" / "plots" / "confusion.csv"
+        self.roc = root / "reports" / "plots" / "roc.csv"
 
 
 def paths() -> Paths:

@@ -4,6 +4,7 @@
 * git's clean filter and diff driver for notebooks, written into .git/config
   with a path relative to the repository (git runs filters from its top
   folder), so the entry stays right wherever the clone lives;
+* the page `dvc plots show` renders into, with vega inlined so it works offline;
 * JupyterLab settings inside the venv: notebooks are saved stripped, so a
   saved notebook leaves ``git status`` and ``dvc status`` clean, and no news
   or update pop-ups.
@@ -16,7 +17,10 @@ import sysconfig
 from pathlib import Path
 
 KERNEL = "dataops"
-FILTER = ".venv/bin/python -m dataops.notebook clean"
+# The filter needs only the standard library, so any python3 runs it, and its
+# path is relative to the repository: it works in every clone and in the
+# temporary copies `dvc exp run --queue` makes, which have no .venv.
+FILTER = "python3 src/dataops/notebook.py clean"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -54,21 +58,53 @@ def install_git_filter(repo: Path) -> None:
         subprocess.run(["git", "config", "--local", key, value], cwd=repo, check=True)
 
 
+PLOTS_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>DVC plots</title>
+<!-- vega, vega-lite and vega-embed, inlined from .dvc/plots/vendor/ so the page
+     renders offline (DVC's own page loads them from a CDN). -->
+{scripts}
+</head>
+<body>
+{{plot_divs}}
+</body>
+</html>
+"""
+
+
+def install_plots_page(repo: Path) -> None:
+    """Build the page `dvc plots show` fills (plots.html_template in .dvc/config)."""
+    vendor = repo / ".dvc" / "plots" / "vendor"
+    scripts = []
+    for name in ("vega@", "vega-lite@", "vega-embed@"):
+        (path,) = vendor.glob(f"{name}*.min.js")
+        code = "\n".join(l for l in path.read_text().splitlines() if not l.startswith("//# sourceMappingURL"))
+        scripts.append(f"<script>/* {path.name}, license: {path.name.split('@')[0]}.LICENSE */\n{code}\n</script>")
+    (repo / ".dvc" / "plots" / "offline.html").write_text(PLOTS_PAGE.format(scripts="\n".join(scripts)))
+
+
 def install_import_path(src: Path) -> None:
     """Make ``import dataops`` work in the venv (kernels, papermill, the git filter)."""
     Path(sysconfig.get_paths()["purelib"], "dataops.pth").write_text(f"{src}\n")
 
 
+def install_workspace(repo: Path) -> None:
+    """What lives in the clone itself (.git/config and .dvc/), not in the venv."""
+    install_plots_page(repo)
+    if (repo / ".git").exists():
+        install_git_filter(repo)
+
+
 def main() -> int:
     src = Path(__file__).resolve().parents[1]
-    repo = src.parent
     prefix = Path(sys.prefix)
     install_import_path(src)
     install_kernel(prefix)
     install_jupyter_settings(prefix)
-    if (repo / ".git").exists():
-        install_git_filter(repo)
-    print(f"installed: kernel '{KERNEL}', JupyterLab settings, git notebook filter")
+    install_workspace(src.parent)
+    print(f"installed: kernel '{KERNEL}', JupyterLab settings, offline plots page, git notebook filter")
     return 0
 
 

@@ -13,14 +13,14 @@ from dataops import WorkspaceError, paths
 
 
 class Number:
-    def __init__(self, low, high, integer=False, low_open=False, high_open=False):
+    def __init__(self, low, high=None, integer=False, low_open=False, high_open=False):
         self.low, self.high, self.integer = low, high, integer
         self.low_open, self.high_open = low_open, high_open
 
     def allowed(self) -> str:
         kind = "a whole number" if self.integer else "a number"
         if self.high is None:
-            return f"must be {kind} >= {self.low}" if not self.low_open else f"must be {kind} > {self.low}"
+            return f"must be {kind} {'>' if self.low_open else '>='} {self.low}"
         ends = "(exclusive)" if self.low_open and self.high_open else "(inclusive)"
         return f"must be {kind} between {self.low} and {self.high} {ends}"
 
@@ -36,48 +36,86 @@ class Number:
         return above and below
 
 
+class Choice:
+    def __init__(self, *options):
+        self.options = options
+
+    def allowed(self) -> str:
+        return f"must be one of {', '.join(self.options)}"
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str) and value in self.options
+
+
+SEED = Number(0, 2**32 - 1, integer=True)
+
 SCHEMA = {
+    "data": {
+        "dataset": Choice("iris", "wine", "breast_cancer", "digits"),
+    },
     "process": {
         "test_size": Number(0, 1, low_open=True, high_open=True),
-        "random_state": Number(0, 2**32 - 1, integer=True),
+        "random_state": SEED,
     },
     "train": {
-        "max_iter": Number(1, None, integer=True),
+        "model": Choice("logistic_regression", "random_forest", "svc"),
+        "random_state": SEED,
+        "logistic_regression": {
+            "C": Number(0, low_open=True),
+            "max_iter": Number(1, integer=True),
+        },
+        "random_forest": {
+            "n_estimators": Number(1, integer=True),
+            "max_depth": Number(1, integer=True),
+        },
+        "svc": {
+            "C": Number(0, low_open=True),
+            "kernel": Choice("linear", "poly", "rbf", "sigmoid"),
+        },
     },
 }
 
 
 def _nearest(name, choices):
-    close = difflib.get_close_matches(str(name), choices, n=1)
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check(values, schema, prefix, found):
+    names = ", ".join(schema)
+    if not isinstance(values, dict):
+        found.append(f"{prefix}: must be a mapping of keys ({names}), not {values!r}")
+        return
+    for key in values:
+        if key not in schema:
+            found.append(f"{prefix}.{key}: unknown key{_nearest(key, schema)}; allowed: {names}")
+    for key, rule in schema.items():
+        where = f"{prefix}.{key}"
+        if key not in values:
+            needs = f"it needs the keys {', '.join(rule)}" if isinstance(rule, dict) else f"it {rule.allowed()}"
+            found.append(f"{where}: missing; {needs}")
+        elif isinstance(rule, dict):
+            _check(values[key], rule, where, found)
+        elif not rule.accepts(values[key]):
+            found.append(f"{where} = {values[key]!r}: {rule.allowed()}")
 
 
 def problems(data, schema=SCHEMA) -> list[str]:
     """Every problem in a parsed params.yaml, one readable line each."""
+    sections = ", ".join(schema)
     if data is None:
-        return [f"params.yaml is empty: it needs the sections {', '.join(schema)}"]
+        return [f"params.yaml is empty: it needs the sections {sections}"]
     if not isinstance(data, dict):
-        return [f"params.yaml must be a mapping of sections ({', '.join(schema)}), not {type(data).__name__}"]
+        return [f"params.yaml must be a mapping of sections ({sections}), not {type(data).__name__}"]
     found = []
     for section in data:
         if section not in schema:
-            found.append(f"{section}: unknown section{_nearest(section, schema)}; allowed: {', '.join(schema)}")
+            found.append(f"{section}: unknown section{_nearest(section, schema)}; allowed: {sections}")
     for section, keys in schema.items():
-        values = data.get(section)
         if section not in data:
             found.append(f"{section}: missing section; it needs the keys {', '.join(keys)}")
-            continue
-        if not isinstance(values, dict):
-            found.append(f"{section}: must be a mapping of keys ({', '.join(keys)}), not {values!r}")
-            continue
-        for key in values:
-            if key not in keys:
-                found.append(f"{section}.{key}: unknown key{_nearest(key, keys)}; allowed: {', '.join(keys)}")
-        for key, rule in keys.items():
-            if key not in values:
-                found.append(f"{section}.{key}: missing; it {rule.allowed()}")
-            elif not rule.accepts(values[key]):
-                found.append(f"{section}.{key} = {values[key]!r}: {rule.allowed()}")
+        else:
+            _check(data[section], keys, section, found)
     return found
 
 

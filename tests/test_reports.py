@@ -1,0 +1,139 @@
+"""Evaluate, metrics, plots and experiments: what a DVC lesson compares."""
+
+import http.server
+import json
+import os
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, run, set_param
+
+GIT = "git -c user.name=t -c user.email=t@example.invalid "
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def flat_metrics(root):
+    data = json.loads((Path(root) / "reports/metrics.json").read_text())
+    return {"accuracy": data["accuracy"], "f1_macro": data["f1_macro"],
+            **{f"precision.{k}": v for k, v in data["precision"].items()},
+            **{f"recall.{k}": v for k, v in data["recall"].items()}}
+
+
+def md_rows(table: str) -> list[list[str]]:
+    """The cells of a markdown table, stripped of padding."""
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+
+
+def test_metrics_have_every_declared_key_as_a_share(reproduced):
+    metrics = flat_metrics(reproduced)
+    assert set(metrics) == {"accuracy", "f1_macro", "precision.0", "precision.1", "precision.2",
+                            "recall.0", "recall.1", "recall.2"}
+    assert all(0 <= value <= 1 for value in metrics.values())
+    assert "reports/metrics.json" in run("dvc metrics show", cwd=reproduced).stdout
+
+
+def test_a_weaker_model_changes_the_metrics_and_diffs_show_it(workspace):
+    before = flat_metrics(workspace)
+    set_param(workspace, "train.logistic_regression.C", 0.01)
+    run("dvc repro", cwd=workspace)
+    after = flat_metrics(workspace)
+    assert after["accuracy"] < before["accuracy"]
+    run(GIT + "commit -qam 'train: C 0.01'", cwd=workspace)
+
+    metrics_diff = md_rows(run("dvc metrics diff HEAD~1 HEAD --md", cwd=workspace).stdout)
+    assert ["reports/metrics.json", "accuracy", str(before["accuracy"]), str(after["accuracy"]),
+            str(round(after["accuracy"] - before["accuracy"], 4))] in metrics_diff
+    params_diff = md_rows(run("dvc params diff HEAD~1 HEAD --md", cwd=workspace).stdout)
+    assert ["params.yaml", "train.logistic_regression.C", "1.0", "0.01"] in params_diff
+    plots_diff = run("dvc plots diff HEAD~1 HEAD -o plots-diff", cwd=workspace)
+    assert (workspace / "plots-diff/index.html").is_file(), plots_diff.stdout
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        reason = "needs Debian's chromium: apt-get install chromium (.ci/run installs it)"
+        if os.environ.get("REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def serve(folder):
+    """A static server on 127.0.0.1 for one folder; returns its address and a stop function."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server.shutdown
+
+
+def test_plots_page_renders_offline_in_a_real_browser(reproduced, browser, tmp_path):
+    run("dvc plots show -o " + str(tmp_path / "plots"), cwd=reproduced)
+    url, stop = serve(tmp_path / "plots")
+    page = browser.new_page()
+    requests, errors = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(f"{url}/index.html")
+        page.wait_for_function("document.querySelectorAll('canvas, svg.marks').length >= 2", timeout=20000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "dvc-plots.png", full_page=True)
+        drawn = page.evaluate("[...document.querySelectorAll('canvas')].map(c => c.width * c.height)")
+    finally:
+        stop()
+    assert errors == []
+    assert [r for r in requests if not r.startswith(url)] == []
+    assert len(drawn) == 2 and all(drawn), "one drawn chart per plot in dvc.yaml"
+
+
+@pytest.mark.parametrize("dataset, classes", [("wine", 3), ("breast_cancer", 2), ("digits", 10)])
+def test_each_bundled_dataset_runs_the_whole_pipeline(workspace, dataset, classes):
+    set_param(workspace, "data.dataset", dataset)
+    result = run("dvc repro", cwd=workspace)
+    assert "✓ evaluate" in result.stdout
+    assert len([k for k in flat_metrics(workspace) if k.startswith("recall.")]) == classes
+
+
+def test_queued_grid_of_models_runs_and_the_best_is_applied_and_committed(workspace):
+    run("dvc exp run --queue -S data.dataset=wine "
+        "-S 'train.model=logistic_regression,random_forest,svc'", cwd=workspace)
+    try:
+        run("dvc queue start -j 2", cwd=workspace)
+        run("dvc queue logs --follow $(dvc queue status | awk 'NR==2{print $1}') >/dev/null 2>&1; "
+            "while dvc queue status | grep -qE 'Queued|Running'; do sleep 1; done", cwd=workspace, timeout=600)
+        status = run("dvc queue status", cwd=workspace).stdout
+    finally:
+        run("dvc queue stop --kill", cwd=workspace, check=False)
+    assert status.count("Success") == 3, status
+
+    table = json.loads(run("dvc exp show --json", cwd=workspace).stdout)
+    experiments = {}
+    for commit in table:
+        for exp in commit.get("experiments") or []:
+            revision = exp["revs"][0]
+            data = revision["data"]
+            model = data["params"]["params.yaml"]["data"]["train"]["model"]
+            experiments[model] = (data["metrics"]["reports/metrics.json"]["data"]["accuracy"], revision["name"])
+    assert set(experiments) == {"logistic_regression", "random_forest", "svc"}
+    assert len({accuracy for accuracy, _ in experiments.values()}) == 3, experiments
+
+    best_accuracy, best = max(experiments.values())
+    run(f"dvc exp apply {best}", cwd=workspace)
+    run(GIT + f"commit -qam 'Apply experiment {best}'", cwd=workspace)
+    assert flat_metrics(workspace)["accuracy"] == best_accuracy
+    assert "up to date" in run("dvc status", cwd=workspace).stdout
+    shown = run("dvc exp show --md --all-commits", cwd=workspace).stdout
+    assert all(name in shown for _, name in experiments.values())
