@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: all setup repro test lab student-edition
+.PHONY: all setup repro test lab student-edition bench
 
 all: repro
 
@@ -34,3 +34,7 @@ lab: setup
 student-edition:
 	mkdir -p student-edition
 	sed '/<!-- solution -->/,/<!-- end solution -->/d' docs/exercises.md > student-edition/exercises.md
+
+# Speed of the notebook pipeline against the same code as plain scripts.
+bench: setup
+	python bench/bench.py

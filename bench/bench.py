@@ -1,0 +1,165 @@
+"""How fast is the notebook pipeline, against the same code as plain scripts?
+
+    make bench                      # 3 repeats of everything
+    .venv/bin/python bench/bench.py --repeat 1 --json out.json
+    .venv/bin/python bench/bench.py --setup   # also time `make` on a fresh clone (needs PyPI)
+
+Everything runs in temporary clones, never in this workspace. The scripts are
+generated from the notebooks' code cells, not written by hand, and run under
+DVC through a copy of dvc.yaml whose commands call them instead of papermill.
+Prints a table (median, min, max in seconds; peak memory in MB) and writes it as JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import make_clone, workspace_env  # noqa: E402  (the tests' clone, reused)
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
+
+
+def measure(cmd, cwd, env):
+    """Wall time and peak memory (RSS summed over the process tree, sampled every 20 ms)."""
+    started = time.perf_counter()
+    process = psutil.Popen(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak, done = 0, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            try:
+                tree = [process, *process.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    _, stderr = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"benchmark step failed: {cmd}\n{stderr.decode()}")
+    return time.perf_counter() - started, peak / 2**20
+
+
+def repeat(n, cmd, cwd, env, before=None):
+    times, peaks = [], []
+    for _ in range(n):
+        if before:
+            before()
+        seconds, peak = measure(cmd, cwd, env)
+        times.append(seconds)
+        peaks.append(peak)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "peak_mb": max(peaks)}
+
+
+def script_from(notebook: Path) -> str:
+    """The notebook's code cells as one plain script (IPython-only lines dropped)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return "\n\n".join(re.sub(r"^\s*[%!].*$", "", c, flags=re.M) for c in code) + "\n"
+
+
+def scripts_workspace(root: Path) -> None:
+    """Turn a clone into the same pipeline with generated scripts in place of notebooks."""
+    scripts = root / "scripts"
+    scripts.mkdir()
+    for notebook in NOTEBOOKS:
+        (scripts / f"{notebook.stem}.py").write_text(script_from(notebook))
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    for stage in dvc["stages"].values():
+        notebook = Path(stage["cmd"].split()[-1])
+        # Same working directory as the kernel: notebooks/.
+        stage["cmd"] = f"cd notebooks && python ../scripts/{notebook.stem}.py"
+        stage["deps"] = [f"scripts/{notebook.stem}.py" if d == str(notebook) else d for d in stage["deps"]]
+        stage["outs"] = [o for o in stage["outs"] if not str(o).startswith("reports/0")]
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--setup", action="store_true", help="also time `make` on a fresh clone")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="dataops-bench-"))
+    rows = {}
+    try:
+        nb_root = make_clone(work / "notebooks-ws")
+        py_root = make_clone(work / "scripts-ws")
+        scripts_workspace(py_root)
+        env_nb = {**os.environ, **workspace_env(nb_root)}
+        env_py = {**os.environ, **workspace_env(py_root)}
+        n = args.repeat
+
+        rows["pipeline, notebooks: dvc repro --force"] = repeat(n, "dvc repro --force", nb_root, env_nb)
+        rows["pipeline, scripts: dvc repro --force"] = repeat(n, "dvc repro --force", py_root, env_py)
+        for notebook in NOTEBOOKS:
+            stage = notebook.stem
+            rows[f"{stage}, notebook"] = repeat(
+                n, f"python -m dataops.stage notebooks/{notebook.name}", nb_root, env_nb)
+            rows[f"{stage}, script"] = repeat(
+                n, f"python ../scripts/{stage}.py", py_root / "notebooks", env_py)
+        rows["no-op dvc repro"] = repeat(n, "dvc repro", nb_root, env_nb)
+        rows["nbval on the stage notebooks"] = repeat(
+            n, "pytest --nbval-lax -q -p no:cacheprovider notebooks", nb_root, env_nb)
+
+        def touch_notebooks():
+            for notebook in (nb_root / "notebooks").glob("*.ipynb"):
+                notebook.touch()
+        rows["git status after touching every notebook"] = repeat(
+            n, "git status --porcelain", nb_root, env_nb, before=touch_notebooks)
+
+        if args.setup:
+            fresh = make_clone(work / "fresh", share_venv=False)
+            env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+            env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+            env["UV_CACHE_DIR"] = str(work / "cold-uv-cache")
+            env["PIP_NO_CACHE_DIR"] = "1"
+            rows["make on a fresh clone, cold package cache"] = repeat(1, "make", fresh, env)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    nb, py = rows["pipeline, notebooks: dvc repro --force"], rows["pipeline, scripts: dvc repro --force"]
+    ratios = {"pipeline, notebooks / scripts": nb["median"] / py["median"]}
+    for notebook in NOTEBOOKS:
+        ratios[f"{notebook.stem}, notebook - script (s)"] = (
+            rows[f"{notebook.stem}, notebook"]["median"] - rows[f"{notebook.stem}, script"]["median"])
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"\n{machine}, {args.repeat} repeat(s)\n")
+    print(f"| {'what':48} | median s | min s | max s | peak MB |")
+    print(f"|{'-' * 50}|---------:|------:|------:|--------:|")
+    for name, row in rows.items():
+        print(f"| {name:48} | {row['median']:8.2f} | {row['min']:5.2f} | {row['max']:5.2f} | {row['peak_mb']:7.0f} |")
+    print()
+    for name, value in ratios.items():
+        print(f"{name}: {value:.2f}")
+    args.json.write_text(json.dumps({"machine": machine, "repeat": args.repeat, "rows": rows,
+                                     "derived": ratios}, indent=2) + "\n")
+    print(f"\nwritten: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The benchmark runs and fills its whole table (timings are read by people, not asserted)."""
+
+import json
+
+from helpers import REPO, run
+
+
+def test_benchmark_smoke_run_fills_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run(f"python bench/bench.py --repeat 1 --json {out}", cwd=REPO)
+    table = json.loads(out.read_text())
+    expected = {"pipeline, notebooks: dvc repro --force", "pipeline, scripts: dvc repro --force",
+                "no-op dvc repro", "nbval on the stage notebooks", "git status after touching every notebook"}
+    expected |= {f"{nb.stem}, {kind}" for nb in sorted((REPO / "notebooks").glob("0*.ipynb"))
+                 for kind in ("notebook", "script")}
+    assert set(table["rows"]) == expected
+    assert all(row["median"] > 0 and row["peak_mb"] > 0 for row in table["rows"].values())
+    assert "pipeline, notebooks / scripts" in table["derived"]
+    assert "| no-op dvc repro" in result.stdout
