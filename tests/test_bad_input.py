@@ -69,3 +69,27 @@ def test_failing_cell_keeps_its_notebook_and_the_good_model_comes_back(workspace
     run("dvc checkout --force", cwd=workspace)
     assert md5(workspace / "models/model.skops") == good
     assert failed.exists()
+
+
+PAYLOAD = "import pathlib; pathlib.Path({marker!r}).write_text('pwned')"
+
+
+@pytest.mark.parametrize("kind", ["pickle", "skops with an untrusted type"])
+def test_untrusted_model_file_is_refused_and_runs_nothing(workspace, kind):
+    """A model from someone else's remote: the evaluate stage refuses it before any of its code runs."""
+    marker = workspace / "PAYLOAD_RAN"
+    model = workspace / "models/model.skops"
+    code = PAYLOAD.format(marker=str(marker))
+    maker = {
+        "pickle": "import pickle, builtins\n"
+                  "class P:\n    def __reduce__(self): return (builtins.exec, (CODE,))\n"
+                  "open(PATH, 'wb').write(pickle.dumps(P()))",
+        "skops with an untrusted type": "import skops.io, collections\n"
+                                        "skops.io.dump(collections.Counter(a=1), PATH)",
+    }[kind]
+    model.unlink()
+    run(["python", "-c", maker.replace("CODE", repr(code)).replace("PATH", repr(str(model)))], cwd=workspace)
+    result = run("dvc repro --single-item --force evaluate", cwd=workspace, check=False)
+    assert result.returncode != 0
+    assert "models/model.skops" in result.stdout and "refused to load it" in result.stdout
+    assert not marker.exists()

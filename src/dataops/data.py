@@ -1,0 +1,50 @@
+"""Reading the pipeline's CSV files with the checks a student needs when one
+is truncated, emptied, reordered or full of gaps: each problem is one line
+naming the file, the column and what was expected."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from dataops import WorkspaceError, find_root
+
+LABEL = "target"
+MIN_ROWS = 10
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """pandas.read_csv, then check: enough rows, numeric columns without gaps,
+    and the label last, made of class numbers."""
+    try:
+        name = path.relative_to(find_root())
+    except ValueError:
+        name = path
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise WorkspaceError(f"{name} does not exist: run the stage that writes it (dvc repro)") from None
+    except pd.errors.EmptyDataError:
+        raise WorkspaceError(f"{name} is empty") from None
+    except pd.errors.ParserError as error:
+        raise WorkspaceError(f"{name} is not a well-formed CSV: {error}") from None
+
+    if LABEL not in df.columns:
+        raise WorkspaceError(f"{name}: no '{LABEL}' column (the label); columns are {list(df.columns)[:6]}...")
+    if df.columns[-1] != LABEL:
+        raise WorkspaceError(f"{name}: '{LABEL}' must be the last column, found '{df.columns[-1]}' there")
+    if len(df) < MIN_ROWS:
+        raise WorkspaceError(f"{name}: {len(df)} rows, needs at least {MIN_ROWS} (truncated?)")
+    for column in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[column]):
+            bad = df[column][pd.to_numeric(df[column], errors="coerce").isna() & df[column].notna()]
+            example = f", for example {bad.iloc[0]!r} in row {bad.index[0] + 2}" if len(bad) else ""
+            raise WorkspaceError(f"{name}: column '{column}' must hold numbers{example}")
+        gaps = int(df[column].isna().sum())
+        if gaps:
+            raise WorkspaceError(f"{name}: column '{column}' has {gaps} missing value(s), "
+                                 f"first in row {int(df[column].isna().idxmax()) + 2}")
+    labels = df[LABEL]
+    if (labels < 0).any() or (labels % 1 != 0).any():
+        raise WorkspaceError(f"{name}: column '{LABEL}' must hold class numbers 0, 1, 2, ...; "
+                             f"found {sorted(labels.unique().tolist())[:5]}")
+    return df

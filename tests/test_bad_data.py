@@ -1,0 +1,56 @@
+"""A damaged CSV fails the stage that reads it with one line naming the file,
+the column and the problem; `dvc checkout --force` brings the good files back."""
+
+import pytest
+
+from helpers import locked_md5, md5, run
+
+RAW = "data/raw/dataset.csv"
+
+
+def damage(text: str, how: str) -> str:
+    lines = text.splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    return {
+        "empty": "",
+        "header only": header,
+        "truncated": header + "".join(rows[:5]),
+        "cut mid-line": header + "".join(rows[:40]) + rows[40][:9] + "\n",
+        "a gap": header + "".join(rows[:3]) + "5.1,,1.4,0.2,0\n" + "".join(rows[4:]),
+        "label first": "".join(",".join([l.rstrip("\n").split(",")[-1], *l.rstrip("\n").split(",")[:-1]]) + "\n"
+                               for l in lines),
+        "text in a column": header + "".join(rows[:7]) + "5.1,abc,1.4,0.2,0\n" + "".join(rows[8:]),
+        "label renamed": header.replace("target", "species") + "".join(rows),
+        "negative label": header + "".join(rows[:10]) + "5.1,3.5,1.4,0.2,-1\n" + "".join(rows[11:]),
+    }[how]
+
+
+CASES = [
+    ("empty", "data/raw/dataset.csv is empty"),
+    ("header only", "data/raw/dataset.csv: 0 rows, needs at least 10"),
+    ("truncated", "data/raw/dataset.csv: 5 rows, needs at least 10 (truncated?)"),
+    ("cut mid-line", "data/raw/dataset.csv: column 'petal width (cm)' has 1 missing value(s), first in row 42"),
+    ("a gap", "data/raw/dataset.csv: column 'sepal width (cm)' has 1 missing value(s), first in row 5"),
+    ("label first", "data/raw/dataset.csv: 'target' must be the last column, found 'petal width (cm)' there"),
+    ("text in a column", "data/raw/dataset.csv: column 'sepal width (cm)' must hold numbers, for example 'abc' in row 9"),
+    ("label renamed", "data/raw/dataset.csv: no 'target' column (the label)"),
+    ("negative label", "data/raw/dataset.csv: column 'target' must hold class numbers 0, 1, 2, ...; found [-1, 0, 1, 2]"),
+]
+
+
+@pytest.mark.parametrize("how, message", CASES, ids=[c[0] for c in CASES])
+def test_damaged_raw_data_fails_clearly_and_loses_nothing(workspace, how, message):
+    good = {out: locked_md5(workspace, out) for out in (RAW, "data/processed/train.csv", "models/model.skops")}
+    raw = workspace / RAW
+    raw.write_text(damage(raw.read_text(), how))
+    # --single-item: run only the stage that reads the file, as a student does
+    # in JupyterLab; a full `dvc repro` would first rebuild the raw file.
+    result = run("dvc repro --single-item --force process_data", cwd=workspace, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output
+    assert "Traceback" not in output
+    assert md5(workspace / "models/model.skops") == good["models/model.skops"]
+
+    run("dvc checkout --force", cwd=workspace)
+    assert {out: md5(workspace / out) for out in good} == good
