@@ -1,0 +1,53 @@
+"""Ctrl-C, kill -9 and a second terminal: the next `dvc repro` still gives the exact outputs."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers import locked_md5, md5, run, workspace_env
+
+OUTPUTS = ["data/processed/train.csv", "models/model.skops", "reports/metrics.json"]
+
+
+def start(cmd, root):
+    """A command in its own process group, as in a terminal; returns it once training has begun."""
+    # No shell in between: the test reaps dvc itself, as a terminal would.
+    process = subprocess.Popen(cmd.split(), cwd=root, env={**os.environ, **workspace_env(root)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    for line in process.stdout:
+        if "train_model [2/" in line:
+            return process
+    raise AssertionError(f"training never started: {process.wait()}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_training_then_repro_gives_the_uninterrupted_outputs(workspace, sig):
+    good = {out: locked_md5(workspace, out) for out in OUTPUTS}
+    process = start("dvc repro --single-item --force train_model", workspace)
+    os.killpg(process.pid, sig)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+
+    result = run("dvc repro", cwd=workspace)
+    assert "Running stage 'train_model'" in result.stdout or "is cached" in result.stdout
+    assert {out: md5(workspace / out) for out in OUTPUTS} == good
+    assert "up to date" in run("dvc status", cwd=workspace).stdout
+
+
+@pytest.mark.parametrize("second", ["dvc repro", "dvc exp run"])
+def test_second_run_while_one_runs_fails_fast_and_harms_nothing(workspace, second):
+    good = {out: locked_md5(workspace, out) for out in OUTPUTS}
+    first = start("dvc repro --single-item --force train_model", workspace)
+    started = time.perf_counter()
+    result = run(second, cwd=workspace, check=False)
+    elapsed = time.perf_counter() - started
+    first.stdout.read()
+    assert first.wait(timeout=300) == 0
+    assert result.returncode != 0
+    assert "is busy" in result.stdout + result.stderr
+    assert elapsed < 30, "the second run waited instead of failing fast"
+    assert {out: md5(workspace / out) for out in OUTPUTS} == good
