@@ -17,7 +17,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt src/dataops/install.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -r requirements.txt
+	# --compile-bytecode: write every .pyc now, so no run pays to compile
+	# (where PYTHONDONTWRITEBYTECODE is set, Python would compile on every import).
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements.txt
 	PYTHONPATH=src $(BIN)/python -m dataops.install
 	touch $@
 
@@ -27,8 +29,13 @@ repro: setup
 test: setup
 	pytest --nbval-lax
 
+# JupyterLab on 127.0.0.1, opened at notebooks/, saving notebooks stripped
+# (settings that `make` wrote into .venv). Extra flags: make lab LAB_ARGS=...
+LAB_ARGS ?=
 lab: setup
-	jupyter lab --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks
+	@echo "Starting JupyterLab: open the http://127.0.0.1:... URL with its token, printed below."
+	jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+	  --LabApp.extension_manager=readonly $(LAB_ARGS)
 
 # The exercises without their solutions, to hand out.
 student-edition:

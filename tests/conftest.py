@@ -1,11 +1,12 @@
 """Workspaces for the tests: real clones, reproduced with real DVC and kernels."""
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import make_clone, run
+from helpers import CHROMIUM, make_clone, run
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +29,20 @@ def workspace(reproduced, tmp_path) -> Path:
 def clone(tmp_path) -> Path:
     """A clone that has not been reproduced yet."""
     return make_clone(tmp_path / "ws")
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        reason = "needs Debian's chromium: apt-get install chromium (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()

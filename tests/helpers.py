@@ -13,6 +13,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+ARTIFACTS = REPO / "tests" / "artifacts"  # screenshots the browser tests keep
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def run(cmd, cwd, check=True, env=None, **kwargs):

@@ -2,18 +2,15 @@
 
 import http.server
 import json
-import os
 import threading
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, run, set_param
+from helpers import ARTIFACTS, run, set_param
 
 GIT = "git -c user.name=t -c user.email=t@example.invalid "
-ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def flat_metrics(root):
@@ -51,23 +48,6 @@ def test_a_weaker_model_changes_the_metrics_and_diffs_show_it(workspace):
     assert ["params.yaml", "train.logistic_regression.C", "1.0", "0.01"] in params_diff
     plots_diff = run("dvc plots diff HEAD~1 HEAD -o plots-diff", cwd=workspace)
     assert (workspace / "plots-diff/index.html").is_file(), plots_diff.stdout
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        reason = "needs Debian's chromium: apt-get install chromium (.ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
 
 
 def serve(folder):

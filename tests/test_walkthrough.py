@@ -2,7 +2,6 @@
 fresh clone, and every Expect line is checked against what it printed."""
 
 import re
-from pathlib import Path
 
 from helpers import REPO, run
 
