@@ -2,11 +2,14 @@
 
 import os
 import shutil
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import CHROMIUM, make_clone, run
+from helpers import CHROMIUM, free_port, make_clone, run, workspace_env
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +49,24 @@ def browser():
             "--disable-component-update", "--disable-sync"])
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def lab(workspace, tmp_path):
+    """`make lab`'s server, on a free port, with the app exposed to the test's scripts."""
+    port, token = free_port(), "test-token"
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "lab", f"LAB_ARGS=--port={port} --IdentityProvider.token={token} "
+         f"--no-browser --allow-root --LabApp.expose_app_in_browser=True --LabApp.workspaces_dir={tmp_path}"],
+        cwd=workspace, env={**os.environ, **workspace_env(workspace)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield workspace, url, token
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)

@@ -5,6 +5,7 @@ checkout's venv, with real git, DVC, papermill and Jupyter kernels."""
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ def workspace_env(root):
         "JUPYTER_PLATFORM_DIRS": "1",
         "DATAOPS_ROOT": "",
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def md5(path) -> str:

@@ -13,11 +13,15 @@ CASES = [
     ("train.model", "xgboost", "train.model = 'xgboost': must be one of logistic_regression, random_forest, svc"),
     ("data.dataset", "mnist", "data.dataset = 'mnist': must be one of iris, wine, breast_cancer, digits"),
     ("process.random_state", '"a b; touch INJECTED"', "process.random_state = 'a b; touch INJECTED'"),
+    ("process.random_state", '"$(touch INJECTED)"', "process.random_state = '$(touch INJECTED)'"),
+    ("train.svc.kernel", '"rbf`touch INJECTED`"', "train.svc.kernel = 'rbf`touch INJECTED`': must be one of"),
+    ("data.dataset", '"iris\\n touch INJECTED"', "data.dataset = 'iris\\n touch INJECTED': must be one of"),
 ]
 
 
 @pytest.mark.parametrize("key, value, message", CASES, ids=[f"{k}={v}" for k, v, _ in CASES])
-def test_bad_parameter_fails_with_one_clear_line(workspace, key, value, message):
+def test_bad_parameter_fails_with_one_clear_line_and_loses_nothing(workspace, key, value, message):
+    good = locked_md5(workspace, "models/model.skops")
     set_param(workspace, key, value)
     result = run("dvc repro", cwd=workspace, check=False)
     output = result.stdout + result.stderr
@@ -26,6 +30,8 @@ def test_bad_parameter_fails_with_one_clear_line(workspace, key, value, message)
     assert "Traceback" not in output
     assert len(output.splitlines()) < 15, output
     assert not (workspace / "INJECTED").exists()
+    run("dvc checkout --force", cwd=workspace)
+    assert md5(workspace / "models/model.skops") == good
 
 
 def test_misspelt_key_fails_naming_the_key(workspace):

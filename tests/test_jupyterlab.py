@@ -3,15 +3,10 @@ Chromium, every stage notebook opened, run and saved, and then git and DVC
 both still clean. Screenshots go to tests/artifacts/."""
 
 import json
-import os
-import socket
-import subprocess
 import time
 import urllib.request
 
-import pytest
-
-from helpers import ARTIFACTS, run, set_param, workspace_env
+from helpers import ARTIFACTS, run, set_param
 
 SHOWN = {
     "01_get_data.ipynb": "iris: 150 rows, 4 features",
@@ -19,33 +14,6 @@ SHOWN = {
     "03_train_model.ipynb": "accuracy on the train split",
     "04_evaluate.ipynb": "accuracy 1.0, macro F1 1.0",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def lab(workspace, tmp_path):
-    """`make lab`'s server, on a free port, with the app exposed to the test's scripts."""
-    port, token = free_port(), "test-token"
-    server = subprocess.Popen(
-        ["make", "--no-print-directory", "lab", f"LAB_ARGS=--port={port} --IdentityProvider.token={token} "
-         f"--no-browser --allow-root --LabApp.expose_app_in_browser=True --LabApp.workspaces_dir={tmp_path}"],
-        cwd=workspace, env={**os.environ, **workspace_env(workspace)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield workspace, url, token
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
 
 
 def session_ready(url, token, path, timeout=60):

@@ -1,15 +1,12 @@
 """The committed notebooks are clean, and each way of running them agrees."""
 
 import json
-import socket
-import subprocess
-import time
 import urllib.request
 
 import nbformat
 import pytest
 
-from helpers import REPO, VENV_BIN, md5, run, set_param, workspace_env
+from helpers import REPO, md5, run, set_param
 from dataops.notebook import dumps, strip
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -81,35 +78,9 @@ def test_executed_notebooks_are_never_collected(reproduced):
     assert "notebooks/01_get_data.ipynb" in result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def jupyter_server(workspace):
-    """A real Jupyter server on 127.0.0.1, started from the venv as `make lab` starts it."""
-    port, token = _free_port(), "test-token"
-    server = subprocess.Popen(
-        [str(VENV_BIN / "jupyter"), "server", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workspace}"],
-        cwd=workspace, env={**__import__("os").environ, **workspace_env(workspace)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url, token
-    server.terminate()
-    server.wait(timeout=20)
-
-
-def test_saving_a_run_notebook_from_jupyter_leaves_git_and_dvc_clean(workspace, jupyter_server):
-    url, token = jupyter_server
+def test_saving_a_run_notebook_from_jupyter_leaves_git_and_dvc_clean(lab):
+    """Through the server's contents API, so it runs even where no browser is installed."""
+    workspace, url, token = lab
     for path in NOTEBOOKS:
         # What JupyterLab sends after Run All: every output, counts, kernel metadata.
         content = nbformat.read(workspace / "reports" / path.name, as_version=4)

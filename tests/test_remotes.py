@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import locked_md5, md5, run
+from helpers import free_port, locked_md5, md5, run
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -53,9 +53,7 @@ def sshd(tmp_path):
     keys.mkdir()
     for name in ("host", "client"):
         subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", str(keys / name)], check=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = keys / "sshd_config"
     config.write_text(f"""Port {port}
 ListenAddress 127.0.0.1
