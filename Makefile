@@ -14,11 +14,11 @@ all: repro
 
 setup: $(VENV)/.installed
 
+# --compile-bytecode writes every .pyc at install, so no run pays to compile
+# (where PYTHONDONTWRITEBYTECODE is set, Python would compile on every import).
 $(VENV)/.installed: requirements.txt src/dataops/install.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	# --compile-bytecode: write every .pyc now, so no run pays to compile
-	# (where PYTHONDONTWRITEBYTECODE is set, Python would compile on every import).
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements.txt
 	PYTHONPATH=src $(BIN)/python -m dataops.install
 	touch $@

@@ -7,7 +7,9 @@
 Everything runs in temporary clones, never in this workspace. The scripts are
 generated from the notebooks' code cells, not written by hand, and run under
 DVC through a copy of dvc.yaml whose commands call them instead of papermill.
-Prints a table (median, min, max in seconds; peak memory in MB) and writes it as JSON.
+A scale sweep reruns both pipelines on the synthetic data set (`--sizes`, one
+run each). Prints a table (median, min, max in seconds; peak memory in MB)
+and writes it as JSON.
 """
 
 import argparse
@@ -29,7 +31,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from helpers import make_clone, workspace_env  # noqa: E402  (the tests' clone, reused)
+from helpers import make_clone, set_param, workspace_env  # noqa: E402  (the tests' helpers, reused)
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
 
@@ -100,6 +102,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results.json")
     parser.add_argument("--setup", action="store_true", help="also time `make` on a fresh clone")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000",
+                        help="rows of the synthetic data set for the scale sweep (comma-separated)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dataops-bench-"))
@@ -130,6 +134,14 @@ def main() -> int:
         rows["git status after touching every notebook"] = repeat(
             n, "git status --porcelain", nb_root, env_nb, before=touch_notebooks)
 
+        for rows_n in [int(n) for n in args.sizes.split(",") if n]:
+            for label, root, env in (("notebooks", nb_root, env_nb), ("scripts", py_root, env_py)):
+                set_param(root, "data.dataset", "synthetic")
+                set_param(root, "data.n_samples", rows_n)
+                rows[f"sweep {rows_n:>7} rows, {label}"] = repeat(1, "dvc repro --force", root, env)
+        for root, env in ((nb_root, env_nb), (py_root, env_py)):
+            subprocess.run("git checkout -q params.yaml", shell=True, cwd=root, env=env, check=True)
+
         if args.setup:
             fresh = make_clone(work / "fresh", share_venv=False)
             env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
@@ -142,6 +154,9 @@ def main() -> int:
 
     nb, py = rows["pipeline, notebooks: dvc repro --force"], rows["pipeline, scripts: dvc repro --force"]
     ratios = {"pipeline, notebooks / scripts": nb["median"] / py["median"]}
+    for name in [r for r in rows if r.startswith("sweep") and r.endswith("notebooks")]:
+        ratios[f"{name[:-len(', notebooks')]}, notebooks / scripts"] = (
+            rows[name]["median"] / rows[name.replace("notebooks", "scripts")]["median"])
     for notebook in NOTEBOOKS:
         ratios[f"{notebook.stem}, notebook - script (s)"] = (
             rows[f"{notebook.stem}, notebook"]["median"] - rows[f"{notebook.stem}, script"]["median"])

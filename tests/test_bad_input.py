@@ -11,7 +11,7 @@ CASES = [
     ("train.logistic_regression.max_iter", "-1", "train.logistic_regression.max_iter = -1: must be a whole number >= 1"),
     ("train.logistic_regression.max_iter", "2.5", "train.logistic_regression.max_iter = 2.5: must be a whole number"),
     ("train.model", "xgboost", "train.model = 'xgboost': must be one of logistic_regression, random_forest, svc"),
-    ("data.dataset", "mnist", "data.dataset = 'mnist': must be one of iris, wine, breast_cancer, digits"),
+    ("data.dataset", "mnist", "data.dataset = 'mnist': must be one of iris, wine, breast_cancer, digits, synthetic"),
     ("process.random_state", '"a b; touch INJECTED"', "process.random_state = 'a b; touch INJECTED'"),
     ("process.random_state", '"$(touch INJECTED)"', "process.random_state = '$(touch INJECTED)'"),
     ("train.svc.kernel", '"rbf`touch INJECTED`"', "train.svc.kernel = 'rbf`touch INJECTED`': must be one of"),

@@ -7,10 +7,11 @@ from helpers import REPO, run
 
 def test_benchmark_smoke_run_fills_every_row(tmp_path):
     out = tmp_path / "bench.json"
-    result = run(f"python bench/bench.py --repeat 1 --json {out}", cwd=REPO)
+    result = run(f"python bench/bench.py --repeat 1 --sizes 1000 --json {out}", cwd=REPO)
     table = json.loads(out.read_text())
     expected = {"pipeline, notebooks: dvc repro --force", "pipeline, scripts: dvc repro --force",
-                "no-op dvc repro", "nbval on the stage notebooks", "git status after touching every notebook"}
+                "no-op dvc repro", "nbval on the stage notebooks", "git status after touching every notebook",
+                "sweep    1000 rows, notebooks", "sweep    1000 rows, scripts"}
     expected |= {f"{nb.stem}, {kind}" for nb in sorted((REPO / "notebooks").glob("0*.ipynb"))
                  for kind in ("notebook", "script")}
     assert set(table["rows"]) == expected

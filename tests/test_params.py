@@ -9,7 +9,7 @@ from dataops.params import problems, read
 from helpers import REPO
 
 GOOD = {
-    "data": {"dataset": "iris"},
+    "data": {"dataset": "iris", "n_samples": 1000},
     "process": {"test_size": 0.2, "random_state": 42},
     "train": {
         "model": "logistic_regression", "random_state": 42,
@@ -47,7 +47,7 @@ def test_max_iter_must_be_a_positive_whole_number(value):
 
 
 @pytest.mark.parametrize("key, value, allowed", [
-    ("data.dataset", "mnist", "iris, wine, breast_cancer, digits"),
+    ("data.dataset", "mnist", "iris, wine, breast_cancer, digits, synthetic"),
     ("train.model", "xgboost", "logistic_regression, random_forest, svc"),
     ("train.svc.kernel", "gaussian", "linear, poly, rbf, sigmoid"),
 ])
@@ -59,7 +59,7 @@ def test_structure_problems_are_each_named():
     assert problems(None) == ["params.yaml is empty: it needs the sections data, process, train"]
     assert problems(["a"]) == ["params.yaml must be a mapping of sections (data, process, train), not list"]
     assert problems({k: v for k, v in GOOD.items() if k != "data"}) == [
-        "data: missing section; it needs the keys dataset"]
+        "data: missing section; it needs the keys dataset, n_samples"]
     assert problems({**GOOD, "trian": {}}) == [
         "trian: unknown section (did you mean train?); allowed: data, process, train"]
     assert problems(with_value("process.test_szie", 0.3)) == [

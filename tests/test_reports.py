@@ -79,7 +79,7 @@ def test_plots_page_renders_offline_in_a_real_browser(reproduced, browser, tmp_p
     assert len(drawn) == 2 and all(drawn), "one drawn chart per plot in dvc.yaml"
 
 
-@pytest.mark.parametrize("dataset, classes", [("wine", 3), ("breast_cancer", 2), ("digits", 10)])
+@pytest.mark.parametrize("dataset, classes", [("wine", 3), ("breast_cancer", 2), ("digits", 10), ("synthetic", 3)])
 def test_each_bundled_dataset_runs_the_whole_pipeline(workspace, dataset, classes):
     set_param(workspace, "data.dataset", dataset)
     result = run("dvc repro", cwd=workspace)

@@ -51,7 +51,8 @@ SEED = Number(0, 2**32 - 1, integer=True)
 
 SCHEMA = {
     "data": {
-        "dataset": Choice("iris", "wine", "breast_cancer", "digits"),
+        "dataset": Choice("iris", "wine", "breast_cancer", "digits", "synthetic"),
+        "n_samples": Number(10, 10_000_000, integer=True),
     },
     "process": {
         "test_size": Number(0, 1, low_open=True, high_open=True),

@@ -80,6 +80,9 @@ def run(notebook: Path) -> int:
     except NoSuchKernel as error:
         _say(f"✗ {stage}: {error}. Run `make` to install the workspace's kernel.")
         return 1
+    except KeyboardInterrupt:
+        _say(f"✗ {stage}: interrupted. Run `dvc repro` again to finish; nothing else is needed.")
+        return 130
 
     executed.write_text(dumps(tidy_executed(json.loads(executed.read_text()))))
     _say(f"✓ {stage} in {time.perf_counter() - started:.1f} s")
