@@ -86,7 +86,7 @@ def install_plots_page(repo: Path) -> None:
 
 
 def install_import_path(src: Path) -> None:
-    """Make ``import dataops`` work in the venv (kernels, papermill, the git filter)."""
+    """Make ``import dataops`` work in the venv (kernels, the stage runner, the Jupyter server)."""
     Path(sysconfig.get_paths()["purelib"], "dataops.pth").write_text(f"{src}\n")
 
 
