@@ -7,7 +7,7 @@ from helpers import REPO, run
 
 def test_benchmark_smoke_run_fills_every_row(tmp_path):
     out = tmp_path / "bench.json"
-    result = run(f"python bench/bench.py --repeat 1 --sizes 1000 --json {out}", cwd=REPO)
+    result = run(f"python bench/bench.py --repeat 1 --sweep-repeat 1 --sizes 1000 --json {out}", cwd=REPO)
     table = json.loads(out.read_text())
     expected = {"pipeline, notebooks: dvc repro --force", "pipeline, scripts: dvc repro --force",
                 "no-op dvc repro", "nbval on the stage notebooks", "git status after touching every notebook",
@@ -18,3 +18,7 @@ def test_benchmark_smoke_run_fills_every_row(tmp_path):
     assert all(row["median"] > 0 and row["peak_mb"] > 0 for row in table["rows"].values())
     assert "pipeline, notebooks / scripts" in table["derived"]
     assert "| no-op dvc repro" in result.stdout
+    # Each of the targets is judged in the output (the 10^6-row one needs that size).
+    judged = [line for line in result.stdout.splitlines() if line.startswith("target ")]
+    assert len(judged) == 1 + 4 + 4 + 2, judged
+    assert all(line.endswith((" met", " MISSED")) for line in judged)
