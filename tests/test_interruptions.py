@@ -5,6 +5,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from helpers import locked_md5, md5, run, workspace_env
@@ -24,6 +25,39 @@ def start(cmd, root):
     raise AssertionError(f"training never started: {process.wait()}")
 
 
+def kernels_in(root, wait=0.0):
+    """Kernel processes still running in this workspace, after waiting up to `wait` seconds for them to go."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for process in psutil.process_iter(["cmdline", "cwd"]):
+            if "ipykernel_launcher" in " ".join(process.info["cmdline"] or []) and \
+                    str(process.info["cwd"] or "").startswith(str(root)):
+                found.append(process)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_a_stage_leaves_no_kernel_behind(workspace, tmp_path):
+    # Output to a file, not a pipe: waiting for a pipe to close would also
+    # wait for a kernel that inherited it.
+    with open(tmp_path / "log", "w") as log:
+        stage = subprocess.run("python -m dataops.stage notebooks/02_process_data.ipynb".split(), cwd=workspace,
+                               env={**os.environ, **workspace_env(workspace)}, stdout=log, stderr=log)
+    assert stage.returncode == 0, (tmp_path / "log").read_text()
+    assert kernels_in(workspace) == []
+
+
+def test_a_notebook_naming_a_missing_kernel_fails_with_one_line(workspace):
+    notebook = workspace / "notebooks/02_process_data.ipynb"
+    notebook.write_text(notebook.read_text().replace('"name": "dataops"', '"name": "no-such-kernel"'))
+    result = run("python -m dataops.stage notebooks/02_process_data.ipynb", cwd=workspace, check=False)
+    assert result.returncode == 1
+    assert "✗ process_data: No such kernel named no-such-kernel. Run `make`" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_training_then_repro_gives_the_uninterrupted_outputs(workspace, sig):
     good = {out: locked_md5(workspace, out) for out in OUTPUTS}
@@ -31,6 +65,9 @@ def test_interrupted_training_then_repro_gives_the_uninterrupted_outputs(workspa
     os.killpg(process.pid, sig)
     process.wait(timeout=60)
     assert process.returncode != 0
+    # Ctrl-C: the runner stops its kernel before it exits. kill -9 gives it no
+    # chance; the kernel notices its parent is gone within a second or so.
+    assert kernels_in(workspace, wait=0 if sig == signal.SIGINT else 5) == []
 
     result = run("dvc repro", cwd=workspace)
     assert "Running stage 'train_model'" in result.stdout or "is cached" in result.stdout

@@ -35,10 +35,34 @@ def _headline(cell):
 
 def _start_kernel(name, cwd):
     """Launch the notebook's kernel without waiting for it: papermill waits until it is ready."""
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    kernel = AsyncKernelManager(kernel_name=name)
+    class Client(AsyncKernelClient):
+        async def wait_for_ready(self, timeout=None):
+            """jupyter_client's handshake (a kernel_info reply, then one IOPub message to
+            show that output will arrive) without its last step: listening 0.2 s for
+            more IOPub messages only to drop them. nbclient ignores any message that
+            does not answer one of its cells."""
+            deadline = time.monotonic() + (timeout or 60)
+            while time.monotonic() < deadline:
+                self.kernel_info()
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                    if reply["msg_type"] == "kernel_info_reply":
+                        await self.iopub_channel.get_msg(timeout=0.2)
+                        self._handle_kernel_info_reply(reply)
+                        return
+                except Empty:
+                    pass
+                if not await self.is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+            raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+    kernel = AsyncKernelManager(kernel_name=name, client_factory=Client)
     # As papermill's own start: no IPython history database for a headless run.
     run_sync(kernel.start_kernel)(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
     return kernel
