@@ -179,12 +179,9 @@ def main() -> int:
         ratios[f"{name[:-len(', notebooks')]}, notebooks / scripts"] = (
             rows[name]["median"] / rows[name.replace("notebooks", "scripts")]["median"])
     for notebook in NOTEBOOKS:
-        ratios[f"{notebook.stem}, notebook - script (s)"] = (
-            rows[f"{notebook.stem}, notebook"]["median"] - rows[f"{notebook.stem}, script"]["median"])
-
-    for notebook in NOTEBOOKS:
-        ratios[f"{notebook.stem}, notebook - script (MB)"] = (
-            rows[f"{notebook.stem}, notebook"]["peak_mb"] - rows[f"{notebook.stem}, script"]["peak_mb"])
+        nb, py = rows[f"{notebook.stem}, notebook"], rows[f"{notebook.stem}, script"]
+        ratios[f"{notebook.stem}, notebook - script (s)"] = nb["median"] - py["median"]
+        ratios[f"{notebook.stem}, notebook - script (MB)"] = nb["peak_mb"] - py["peak_mb"]
     targets = [(name, value, TARGETS[key]) for name, value in ratios.items()
                for key in TARGETS if key in name]
     targets += [(name, rows[name]["median"], TARGETS[name]) for name in TARGETS if name in rows]
