@@ -23,8 +23,10 @@ $(VENV)/.installed: requirements.txt src/dataops/install.py
 	PYTHONPATH=src $(BIN)/python -m dataops.install
 	touch $@
 
+# DVC stages a changed dvc.lock silently (core.autostage): say what changed.
 repro: setup
 	dvc repro
+	@python -m dataops.lockcheck
 
 test: setup
 	pytest --nbval-lax

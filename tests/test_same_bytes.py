@@ -1,0 +1,113 @@
+"""The same bytes on every student's machine.
+
+A fresh `git clone` of the committed HEAD (never a copy of this working tree,
+whose dvc.lock `make` may have rewritten), set up with the README's `make` as
+on other x86_64 CPUs, reproduces the committed dvc.lock to the byte and leaves
+git and DVC clean. Other CPUs are emulated the way the libraries choose their
+code: OpenBLAS's kernel (OPENBLAS_CORETYPE), numpy's SIMD paths
+(NPY_DISABLE_CPU_FEATURES) and glibc's libm variants (GLIBC_TUNABLES).
+"""
+
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from helpers import REPO, md5
+from dataops.install import same_bytes_env
+from dataops.lockcheck import verdict
+
+
+def _cpu_has(flag):
+    return f" {flag} " in open("/proc/cpuinfo").read().replace("\n", " ") if os.path.exists("/proc/cpuinfo") else False
+
+
+NUMPY_DISPATCH = "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"  # numpy 2.4's names for all it dispatches above x86-64-v2
+CPUS = {
+    "this CPU": {},
+    "Prescott": {"OPENBLAS_CORETYPE": "Prescott"},
+    "Nehalem": {"OPENBLAS_CORETYPE": "Nehalem"},
+    "Sandybridge": {"OPENBLAS_CORETYPE": "Sandybridge"},
+    "Haswell": {"OPENBLAS_CORETYPE": "Haswell"},
+    "numpy without AVX2 and AVX-512": {"NPY_DISABLE_CPU_FEATURES": NUMPY_DISPATCH},
+    "glibc without AVX2 and FMA": {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F"},
+}
+
+
+def new_machine_env(extra):
+    """Only what a new machine has: no venv on PATH, no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATAOPS_ROOT")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def first_venv(tmp_path_factory):
+    """The venv the first fresh clone's `make` builds; later clones reuse it to save a minute each."""
+    return {}
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_fresh_clone_make_reproduces_the_committed_lock_on_every_cpu(cpu, first_venv, tmp_path):
+    if cpu == "Haswell" and not _cpu_has("avx2"):
+        pytest.skip("this CPU cannot run OpenBLAS's Haswell kernel (no AVX2)")
+    root = tmp_path / "ws"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(root)], check=True)
+    if first_venv:
+        (root / ".venv").symlink_to(first_venv["path"])
+    env = new_machine_env(CPUS[cpu])
+
+    def sh(cmd):
+        return subprocess.run(cmd, cwd=root, shell=True, env=env, capture_output=True, text=True)
+
+    made = sh("make")
+    assert made.returncode == 0, made.stdout + made.stderr
+    first_venv.setdefault("path", root / ".venv")
+    assert "reproduced the committed data and model byte for byte" in made.stdout, made.stdout
+    assert sh("git status --porcelain").stdout == ""
+    assert "Data and pipelines are up to date." in sh(".venv/bin/dvc status").stdout
+    committed = yaml.safe_load(sh("git show HEAD:dvc.lock").stdout)
+    for stage in committed["stages"].values():
+        for out in stage["outs"]:
+            assert md5(root / out["path"]) == out["md5"], f"{out['path']} differs on {cpu}"
+    assert "Data and pipelines are up to date." in sh("make").stdout
+
+
+def test_the_kernel_pins_what_changed_the_bytes():
+    env = same_bytes_env("x86_64", "Linux")
+    assert env["OPENBLAS_CORETYPE"] == "Nehalem" and env["OPENBLAS_NUM_THREADS"] == "1"
+    assert "-FMA," in env["GLIBC_TUNABLES"] and "-AVX2," in env["GLIBC_TUNABLES"]
+    assert "GLIBC_TUNABLES" not in same_bytes_env("AMD64", "Windows")
+    assert same_bytes_env("arm64", "Darwin") == {} and same_bytes_env("aarch64", "Linux") == {}
+
+
+LOCK = yaml.safe_load((REPO / "dvc.lock").read_text())
+
+
+def _with(lock, path, md5_value=None, param=None):
+    changed = yaml.safe_load(yaml.safe_dump(lock))
+    for stage in changed["stages"].values():
+        for entry in stage.get("outs", []) + stage.get("deps", []):
+            if entry["path"] == path and md5_value:
+                entry["md5"] = md5_value
+        if param and "params" in stage:
+            stage["params"]["params.yaml"][param] = "changed"
+    return changed
+
+
+def test_make_says_when_the_lock_matches_the_commit():
+    assert verdict(LOCK, LOCK).startswith("✓")
+
+
+def test_make_says_what_to_commit_when_this_machine_rounds_differently():
+    elsewhere = _with(LOCK, "models/model.skops", "0" * 32)
+    line = verdict(LOCK, elsewhere)
+    assert "other bytes than the commit for models/model.skops" in line
+    assert "git commit -m 'Reproduce on my machine' dvc.lock" in line
+    assert "\n" not in line
+
+
+def test_make_says_the_lock_records_a_students_own_change():
+    mine = _with(_with(LOCK, "models/model.skops", "0" * 32), None, param="process.test_size")
+    assert "records your changes" in verdict(LOCK, mine)
