@@ -39,10 +39,12 @@ lab: setup
 	jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 	  --LabApp.extension_manager=readonly $(LAB_ARGS)
 
-# The exercises without their solutions, to hand out.
+# The exercises without their solutions and the note to instructors, to hand out.
 student-edition:
 	mkdir -p student-edition
-	sed '/<!-- solution -->/,/<!-- end solution -->/d' docs/exercises.md > student-edition/exercises.md
+	sed -e '/^<!-- solution -->$$/,/^<!-- end solution -->$$/d' \
+	    -e '/^<!-- instructors -->$$/,/^<!-- end instructors -->$$/d' \
+	    -e 's|](walkthrough.md)|](../docs/walkthrough.md)|g' docs/exercises.md > student-edition/exercises.md
 
 # Speed of the notebook pipeline against the same code as plain scripts.
 bench: setup
