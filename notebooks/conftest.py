@@ -4,7 +4,8 @@ nbval starts each kernel here in notebooks/, with the notebook's own code; the
 notebooks find the workspace through dataops.find_root(), which honours
 $DATAOPS_ROOT. Pointing that at a throw-away copy of params.yaml, data/ and
 models/ means the notebooks compute with your params.yaml but can never
-overwrite your data, model or reports.
+overwrite your data, model or reports. Set DATAOPS_NBVAL_SANDBOX to a folder
+to keep what they wrote there.
 """
 
 import os
@@ -18,8 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_configure(config):
     if not (config.getoption("nbval", False) or config.getoption("nbval_lax", False)):
         return
-    sandbox = Path(tempfile.mkdtemp(prefix="nbval-sandbox-"))
-    config.add_cleanup(lambda: shutil.rmtree(sandbox, ignore_errors=True))
+    kept = os.environ.get("DATAOPS_NBVAL_SANDBOX")  # a folder to keep, to look at what the notebooks wrote
+    if kept:
+        sandbox = Path(kept)
+        sandbox.mkdir(parents=True, exist_ok=True)
+    else:
+        sandbox = Path(tempfile.mkdtemp(prefix="nbval-sandbox-"))
+        config.add_cleanup(lambda: shutil.rmtree(sandbox, ignore_errors=True))
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy2(ROOT / name, sandbox / name)
     for name in ("data", "models"):

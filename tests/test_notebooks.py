@@ -6,7 +6,7 @@ import urllib.request
 import nbformat
 import pytest
 
-from helpers import REPO, md5, run, set_param
+from helpers import REPO, locked_md5, md5, run, set_param
 from dataops.notebook import dumps, strip
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -62,6 +62,15 @@ def test_nbval_uses_params_yaml_and_never_touches_the_workspace(workspace):
     result = run("pytest --nbval-lax -q -p no:cacheprovider notebooks/02_process_data.ipynb", cwd=workspace, check=False)
     assert result.returncode == 1
     assert "process.test_size = 1.5: must be a number between 0 and 1 (exclusive)" in result.stdout
+
+
+def test_nbval_writes_the_bytes_dvc_repro_locked_even_on_another_cpu(workspace, tmp_path):
+    sandbox = tmp_path / "sandbox"
+    run("pytest --nbval-lax -q -p no:cacheprovider notebooks", cwd=workspace,
+        env={"DATAOPS_NBVAL_SANDBOX": str(sandbox), "OPENBLAS_CORETYPE": "Prescott"})
+    for out in ("data/raw/dataset.csv", "data/processed/train.csv", "models/model.skops", "reports/metrics.json",
+                "reports/plots/roc.csv"):
+        assert md5(sandbox / out) == locked_md5(workspace, out), out
 
 
 def test_nbval_fails_on_a_wrong_stored_output(clone):
