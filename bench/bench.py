@@ -3,6 +3,7 @@
     make bench                      # 5 runs of everything, 3 per size in the sweep
     .venv/bin/python bench/bench.py --repeat 1 --sweep-repeat 1 --json out.json
     .venv/bin/python bench/bench.py --setup   # also time `make` on a fresh clone (needs PyPI)
+    .venv/bin/python bench/bench.py --native  # without the kernel's same-bytes pins, to see their cost
 
 Everything runs in temporary clones, never in this workspace. The scripts are
 generated from the notebooks' code cells, not written by hand, and run under
@@ -33,6 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import make_clone, set_param, workspace_env  # noqa: E402  (the tests' helpers, reused)
+from dataops.install import KERNEL, same_bytes_env  # noqa: E402
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
 
@@ -123,6 +125,8 @@ def main() -> int:
     parser.add_argument("--setup", action="store_true", help="also time `make` on a fresh clone")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000",
                         help="rows of the synthetic data set for the scale sweep (comma-separated)")
+    parser.add_argument("--native", action="store_true",
+                        help="run without the same-bytes pins (OpenBLAS kernel and threads, glibc's libm)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dataops-bench-"))
@@ -133,6 +137,16 @@ def main() -> int:
         scripts_workspace(py_root)
         env_nb = {**os.environ, **workspace_env(nb_root)}
         env_py = {**os.environ, **workspace_env(py_root)}
+        if args.native:
+            # The same kernel without its "env", found first through JUPYTER_PATH.
+            spec = json.loads((Path(sys.prefix) / "share/jupyter/kernels" / KERNEL / "kernel.json").read_text())
+            spec.pop("env", None)
+            native = work / "jupyter" / "kernels" / KERNEL
+            native.mkdir(parents=True)
+            (native / "kernel.json").write_text(json.dumps(spec))
+            env_nb["JUPYTER_PATH"] = str(work / "jupyter")
+        else:
+            env_py |= same_bytes_env()  # the scripts compute as the kernel does
         n = args.repeat
 
         rows |= repeat(n, {"pipeline, notebooks: dvc repro --force": ("dvc repro --force", nb_root, env_nb),
@@ -187,6 +201,7 @@ def main() -> int:
     targets += [(name, rows[name]["median"], TARGETS[name]) for name in TARGETS if name in rows]
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine += ", native numerics (no same-bytes pins)" if args.native else ""
     print(f"\n{machine}, {args.repeat} run(s) each, {args.sweep_repeat} per size in the sweep\n")
     print(f"| {'what':48} | median s | min s | max s | peak MB |")
     print(f"|{'-' * 50}|---------:|------:|------:|--------:|")
