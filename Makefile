@@ -14,11 +14,24 @@ all: repro
 
 setup: $(VENV)/.installed
 
+# A venv belongs to the folder it was made in: its scripts start with that
+# folder's absolute path. .venv/.made-in records the folder once the venv is
+# complete, so a copied or moved workspace, or a venv cut short by Ctrl-C, gets
+# a new one instead of running another folder's code (or failing without pip).
+# A .venv that is a symlink is shared on purpose (the tests do it): left alone.
+MADE_IN := $(shell test -L $(VENV) && echo "$(CURDIR)" || cat $(VENV)/.made-in 2>/dev/null)
+ifneq ($(MADE_IN),$(CURDIR))
+$(shell rm -f $(VENV)/.installed)
+endif
+
 # --compile-bytecode writes every .pyc at install, so no run pays to compile
 # (where PYTHONDONTWRITEBYTECODE is set, Python would compile on every import).
 $(VENV)/.installed: requirements.txt src/dataops/install.py
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@test -L $(VENV) || [ "$$(cat $(VENV)/.made-in 2>/dev/null)" = "$(CURDIR)" ] || { \
+	  echo "Making $(VENV) for $(CURDIR)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && echo "$(CURDIR)" > $(VENV)/.made-in; }
+	@# A uv cut short by Ctrl-C may be there but not run: install it again then.
+	$(BIN)/uv --version 2>/dev/null | grep -qE '^uv $(UV_VERSION)( |$$)' || \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --force-reinstall uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements.txt
 	PYTHONPATH=src $(BIN)/python -m dataops.install
 	touch $@

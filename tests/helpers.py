@@ -3,6 +3,7 @@ repository (with any uncommitted edits carried over and committed), using this
 checkout's venv, with real git, DVC, papermill and Jupyter kernels."""
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,21 @@ REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "tests" / "artifacts"  # screenshots the browser tests keep
 CHROMIUM = Path("/usr/bin/chromium")
+
+# The configuration the tests' expectations are written for: the project's
+# params.yaml as shipped. A clone gets it whatever the student has set (or
+# committed), so `make test` passes on an edited workspace too.
+DEFAULTS = {
+    "data": {"dataset": "iris", "n_samples": 1000},
+    "process": {"test_size": 0.2, "random_state": 42},
+    "train": {
+        "model": "logistic_regression", "random_state": 42,
+        "logistic_regression": {"C": 1.0, "max_iter": 200},
+        "random_forest": {"n_estimators": 100, "max_depth": 3},
+        "svc": {"C": 1.0, "kernel": "rbf"},
+    },
+    "runner": {"cell_timeout": 600},
+}
 
 
 def run(cmd, cwd, check=True, env=None, **kwargs):
@@ -86,6 +102,9 @@ def make_clone(destination: Path, share_venv=True) -> Path:
             shutil.copy2(source, target)
         elif target.exists():
             target.unlink()
+    params = destination / "params.yaml"
+    if yaml.safe_load(params.read_text()) != DEFAULTS:
+        params.write_text(yaml.safe_dump(DEFAULTS, sort_keys=False))
     if share_venv:
         (destination / ".venv").symlink_to(VENV_BIN.parent)
         run([sys.executable, "-c", "from dataops.install import install_workspace as f; import pathlib; "
@@ -93,3 +112,23 @@ def make_clone(destination: Path, share_venv=True) -> Path:
     run("git add -A && git -c user.name=test -c user.email=test@example.invalid "
         "commit --quiet --allow-empty -m 'workspace under test'", cwd=destination)
     return destination
+
+
+def edit_cell(root, notebook, old, new):
+    """Change one cell's code in notebooks/NOTEBOOK, as a student would in an editor that saves."""
+    path = Path(root) / "notebooks" / notebook
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        if old in text:
+            cell["source"] = text.replace(old, new)
+            path.write_text(json.dumps(nb, indent=1) + "\n")
+            return
+    raise AssertionError(f"{old!r} not in {notebook}")
+
+
+def new_machine_env(extra=None):
+    """Only what a new machine has: no venv on PATH, no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATAOPS_ROOT")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+    return {**env, **(extra or {})}

@@ -5,20 +5,8 @@ import copy
 import pytest
 
 from dataops import WorkspaceError
-from dataops.params import problems, read
-from helpers import REPO
-
-GOOD = {
-    "data": {"dataset": "iris", "n_samples": 1000},
-    "process": {"test_size": 0.2, "random_state": 42},
-    "train": {
-        "model": "logistic_regression", "random_state": 42,
-        "logistic_regression": {"C": 1.0, "max_iter": 200},
-        "random_forest": {"n_estimators": 100, "max_depth": 3},
-        "svc": {"C": 1.0, "kernel": "rbf"},
-    },
-}
-
+from dataops.params import parse, problems, read
+from helpers import DEFAULTS as GOOD, REPO
 
 def with_value(dotted, value):
     data = copy.deepcopy(GOOD)
@@ -31,7 +19,28 @@ def with_value(dotted, value):
 
 
 def test_the_workspace_params_yaml_is_valid():
-    assert read(REPO / "params.yaml") == GOOD
+    # Whatever values a student has set: only validity is checked here.
+    assert read(REPO / "params.yaml").keys() == GOOD.keys()
+
+
+def test_the_defaults_are_valid():
+    assert problems(GOOD) == []
+
+
+def test_params_are_read_by_dvcs_yaml_rules(tmp_path):
+    from dvc.utils.serialize import parse_yaml
+
+    text = "process:\n  test_size: 2e-1\n  random_state: 0x2A\nflag: yes\n"
+    assert parse(text) == parse_yaml(text, "params.yaml") == {
+        "process": {"test_size": 0.2, "random_state": 42}, "flag": "yes"}
+
+
+def test_a_duplicated_key_is_refused_as_dvc_refuses_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  model: svc\n  model: random_forest\n")
+    with pytest.raises(WorkspaceError, match=r"params.yaml is not valid YAML at line 3, column 3: "
+                                             r"found duplicate key \"model\""):
+        read(path)
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.1, "abc", None, True, float("nan"), [0.2]])
@@ -56,12 +65,12 @@ def test_unknown_choice_lists_the_choices(key, value, allowed):
 
 
 def test_structure_problems_are_each_named():
-    assert problems(None) == ["params.yaml is empty: it needs the sections data, process, train"]
-    assert problems(["a"]) == ["params.yaml must be a mapping of sections (data, process, train), not list"]
+    assert problems(None) == ["params.yaml is empty: it needs the sections data, process, train, runner"]
+    assert problems(["a"]) == ["params.yaml must be a mapping of sections (data, process, train, runner), not list"]
     assert problems({k: v for k, v in GOOD.items() if k != "data"}) == [
         "data: missing section; it needs the keys dataset, n_samples"]
     assert problems({**GOOD, "trian": {}}) == [
-        "trian: unknown section (did you mean train?); allowed: data, process, train"]
+        "trian: unknown section (did you mean train?); allowed: data, process, train, runner"]
     assert problems(with_value("process.test_szie", 0.3)) == [
         "process.test_szie: unknown key (did you mean test_size?); allowed: test_size, random_state"]
     svc = copy.deepcopy(GOOD)

@@ -79,6 +79,29 @@ def test_plots_page_renders_offline_in_a_real_browser(reproduced, browser, tmp_p
     assert len(drawn) == 2 and all(drawn), "one drawn chart per plot in dvc.yaml"
 
 
+def test_plot_data_never_runs_as_script_in_the_page(workspace, browser, tmp_path):
+    confusion = workspace / "reports/plots/confusion.csv"
+    rows = confusion.read_text().splitlines()
+    payload = "</script><script>document.title='PWNED';alert(1)</script>"
+    confusion.write_text("\n".join([rows[0], f'"{payload}",0', *rows[2:]]) + "\n")
+    run("dvc plots show -o " + str(tmp_path / "plots"), cwd=workspace)
+    url, stop = serve(tmp_path / "plots")
+    page = browser.new_page()
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        page.goto(f"{url}/index.html")
+        page.wait_for_function("document.querySelectorAll('canvas, svg.marks').length >= 1", timeout=20000)
+        page.wait_for_timeout(500)
+        title, text = page.title(), page.inner_text("body")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "dvc-plots-hostile-data.png", full_page=True)
+    finally:
+        stop()
+    assert title == "DVC plots" and dialogs == []
+    assert "could not be read as data" in text
+
+
 @pytest.mark.parametrize("dataset, classes", [("wine", 3), ("breast_cancer", 2), ("digits", 10), ("synthetic", 3)])
 def test_each_bundled_dataset_runs_the_whole_pipeline(workspace, dataset, classes):
     set_param(workspace, "data.dataset", dataset)

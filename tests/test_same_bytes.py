@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import yaml
 
-from helpers import REPO, md5
+from helpers import REPO, md5, new_machine_env
 from dataops.install import same_bytes_env
 from dataops.lockcheck import verdict
 
@@ -35,16 +35,10 @@ CPUS = {
 }
 
 
-def new_machine_env(extra):
-    """Only what a new machine has: no venv on PATH, no PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATAOPS_ROOT")}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
-    return {**env, **extra}
-
-
 @pytest.fixture(scope="module")
-def first_venv(tmp_path_factory):
-    """The venv the first fresh clone's `make` builds; later clones reuse it to save a minute each."""
+def first_venv():
+    """Where the first fresh clone's `make` built its venv: the later clones
+    link to it, which saves a minute each (`make` then reinstalls into it)."""
     return {}
 
 

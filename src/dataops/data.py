@@ -2,6 +2,7 @@
 is truncated, emptied, reordered or full of gaps: each problem is one line
 naming the file, the column and what was expected."""
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -48,3 +49,15 @@ def read_table(path: Path) -> pd.DataFrame:
         raise WorkspaceError(f"{name}: column '{LABEL}' must hold class numbers 0, 1, 2, ...; "
                              f"found {sorted(labels.unique().tolist())[:5]}")
     return df
+
+
+def check_split(rows: int, test_size: float) -> None:
+    """Refuse a process.test_size that leaves fewer than MIN_ROWS rows on either
+    side of the split (scikit-learn rounds the test part up), before any file
+    is written: the stages after it could not use such a part."""
+    test = math.ceil(test_size * rows)
+    if min(test, rows - test) < MIN_ROWS:
+        low, high = math.ceil(MIN_ROWS / rows * 100) / 100, math.floor((1 - MIN_ROWS / rows) * 100) / 100
+        raise WorkspaceError(f"process.test_size = {test_size} splits {rows} rows into {rows - test} train and "
+                             f"{test} test rows; each part needs at least {MIN_ROWS}: use a test_size between "
+                             f"{low} and {high}")

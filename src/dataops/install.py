@@ -11,6 +11,8 @@
   or update pop-ups.
 """
 
+import base64
+import hashlib
 import json
 import platform
 import subprocess
@@ -96,6 +98,9 @@ PLOTS_PAGE = """<!DOCTYPE html>
 <html>
 <head>
 <meta charset="utf-8">
+<!-- Only this page's own scripts may run: not the ones DVC writes with the
+     plot data inside, where a value containing </script> could break out. -->
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src {hashes} 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:">
 <title>DVC plots</title>
 <!-- vega, vega-lite and vega-embed, inlined from .dvc/plots/vendor/ so the page
      renders offline (DVC's own page loads them from a CDN). -->
@@ -107,16 +112,34 @@ PLOTS_PAGE = """<!DOCTYPE html>
 </html>
 """
 
+# DVC writes each plot as <div id="..."><script>var spec = {...}; vegaEmbed('#...', spec);</script></div>.
+# The page's policy blocks those scripts; this one reads each spec as JSON and draws it, so
+# nothing in the data is ever run as code.
+DRAW_PLOTS = """
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("body > div[id]").forEach(function (div) {
+    var script = div.querySelector(":scope > script"), spec = null;
+    var found = script && /^\\s*var spec = ([\\s\\S]*);\\s*vegaEmbed\\('#[^']*', spec\\);\\s*$/.exec(script.textContent);
+    try { spec = found && JSON.parse(found[1]); } catch (error) { spec = null; }
+    if (spec) { vegaEmbed(div, spec); }
+    else { div.textContent = "This plot's data could not be read as data, so it is not drawn."; }
+  });
+});
+"""
+
 
 def install_plots_page(repo: Path) -> None:
     """Build the page `dvc plots show` fills (plots.html_template in .dvc/config)."""
     vendor = repo / ".dvc" / "plots" / "vendor"
-    scripts = []
+    bodies = []
     for name in ("vega@", "vega-lite@", "vega-embed@"):
         (path,) = vendor.glob(f"{name}*.min.js")
         code = "\n".join(l for l in path.read_text().splitlines() if not l.startswith("//# sourceMappingURL"))
-        scripts.append(f"<script>/* {path.name}, license: {path.name.split('@')[0]}.LICENSE */\n{code}\n</script>")
-    (repo / ".dvc" / "plots" / "offline.html").write_text(PLOTS_PAGE.format(scripts="\n".join(scripts)))
+        bodies.append(f"/* {path.name}, license: {path.name.split('@')[0]}.LICENSE */\n{code}\n")
+    bodies.append(DRAW_PLOTS)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in bodies)
+    scripts = "\n".join(f"<script>{body}</script>" for body in bodies)
+    (repo / ".dvc" / "plots" / "offline.html").write_text(PLOTS_PAGE.format(scripts=scripts, hashes=hashes))
 
 
 def install_import_path(src: Path) -> None:

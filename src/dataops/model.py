@@ -14,8 +14,8 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 # Beyond the types skops trusts by default, the workspace's own models need one:
 # the tree storage of random forests. skops leaves it out because a crafted Tree
-# can make predict() read out of bounds; we accept that for files this pipeline
-# wrote, and refuse every other unknown type.
+# can make predict() read out of bounds; load_model trusts it only after
+# checking every tree's structure, and refuses every other unknown type.
 TRUSTED = ["sklearn.tree._tree.Tree"]
 
 
@@ -52,13 +52,64 @@ def save_model(model, path: Path) -> None:
             target.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), data)
 
 
+def _tree_problem(tree, n_features: int):
+    """Why this tree could make compiled code read out of bounds, or None.
+
+    scikit-learn's predict walks from node 0 to a leaf through the child
+    indices, reading the feature each node names: every child must be a later
+    node (so every walk ends), leaves have no children, and every feature a
+    split reads must exist."""
+    import numpy as np
+
+    n = tree.node_count
+    left, right, feature = tree.children_left, tree.children_right, tree.feature
+    if not (len(left) == len(right) == len(feature) == tree.value.shape[0] == n):
+        return "its node arrays disagree in length"
+    split, ids = left != -1, np.arange(n)
+    if np.any((right != -1) != split):
+        return "a node has one child"
+    for child in (left[split], right[split]):
+        if np.any(child <= ids[split]) or np.any(child >= n):
+            return "a child index points outside the tree"
+    if np.any(feature[split] < 0) or np.any(feature[split] >= n_features):
+        return f"a split reads a feature that does not exist (the model has {n_features})"
+    return None
+
+
+def _svc_problem(model):
+    """Why libsvm's predict could read out of bounds with this SVC, or None."""
+    vectors, counts, classes = model.support_vectors_, model._n_support, len(model.classes_)
+    pairs = classes * (classes - 1) // 2
+    if (len(counts) != classes or counts.sum() != len(vectors) or vectors.shape[1:] != (model.n_features_in_,)
+            or model._dual_coef_.shape != (classes - 1, len(vectors)) or len(model._intercept_) != pairs):
+        return "its support vectors, coefficients and classes disagree in size"
+    return None
+
+
+def _check_structure(model):
+    """Check what compiled code will trust, before predict() runs it."""
+    trees = [model.tree_] if hasattr(model, "tree_") else []
+    trees += [estimator.tree_ for estimator in getattr(model, "estimators_", []) if hasattr(estimator, "tree_")]
+    problems = [_tree_problem(tree, model.n_features_in_) for tree in trees]
+    if hasattr(model, "support_vectors_"):
+        problems.append(_svc_problem(model))
+    return next((problem for problem in problems if problem), None)
+
+
 def load_model(path: Path):
-    """Load a model, refusing any type that is neither trusted by skops nor in TRUSTED."""
+    """Load a model, refusing any type that is neither trusted by skops nor in
+    TRUSTED, and any tree or SVC whose structure would send compiled code out
+    of bounds."""
     try:
-        return skops.io.load(path, trusted=TRUSTED)
+        model = skops.io.load(path, trusted=TRUSTED)
     except FileNotFoundError:
         raise WorkspaceError(f"{path} does not exist: run the train_model stage first (dvc repro)") from None
     except zipfile.BadZipFile:
         raise WorkspaceError(f"{path} is not a skops file (a pickle, or a damaged download?): refused to load it") from None
     except skops.io.exceptions.UntrustedTypesFoundException as error:
         raise WorkspaceError(f"{path} contains types that are not trusted, refused to load it: {error}") from None
+    problem = _check_structure(model)
+    if problem:
+        raise WorkspaceError(f"{path} is damaged or crafted ({problem}): refused to use it. "
+                             f"`dvc repro` trains a model again")
+    return model

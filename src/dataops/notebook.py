@@ -82,11 +82,20 @@ def pre_save_hook(model, **kwargs):
 
 def bless(notebook: Path, executed: Path) -> None:
     """Store the outputs of an executed run in the notebook's ``keep_output``
-    cells: they become what nbval expects. Review the diff before committing."""
-    nb, ran = json.loads(notebook.read_text()), json.loads(executed.read_text())
-    sources = {"".join(c["source"]): c for c in ran["cells"]}
-    for cell in nb["cells"]:
+    cells: they become what nbval expects. Review the diff before committing.
+    Raises ValueError with one readable line when that cannot be done."""
+    try:
+        nb, ran = json.loads(notebook.read_text()), json.loads(executed.read_text())
+    except FileNotFoundError as error:
+        raise ValueError(f"{error.filename} does not exist: bless takes a stage notebook, "
+                         f"after `dvc repro` has run it into {executed.parent}/") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a notebook (invalid JSON): {error}") from None
+    sources = {"".join(c["source"]): c for c in ran.get("cells", [])}
+    for cell in nb.get("cells", []):
         if "keep_output" in cell.get("metadata", {}).get("tags", []):
+            if "".join(cell["source"]) not in sources:
+                raise ValueError(f"{executed} ran another version of {notebook}: `dvc repro` it first, then bless")
             cell["outputs"] = sources["".join(cell["source"])]["outputs"]
     notebook.write_text(dumps(strip(nb)))
 
@@ -106,7 +115,10 @@ def clean_filter() -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["clean"]:
         sys.exit(clean_filter())
-    if sys.argv[1:2] == ["bless"] and len(sys.argv) == 3:
-        bless(Path(sys.argv[2]), Path("reports") / Path(sys.argv[2]).name)
+    if sys.argv[1:2] == ["bless"] and len(sys.argv) == 3 and sys.argv[2].endswith(".ipynb"):
+        try:
+            bless(Path(sys.argv[2]), Path("reports") / Path(sys.argv[2]).name)
+        except ValueError as error:
+            sys.exit(f"✗ bless: {error}")
         sys.exit(0)
     sys.exit("usage: python -m dataops.notebook clean [PATH] | bless notebooks/NN_stage.ipynb")

@@ -7,7 +7,7 @@ import difflib
 import math
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from dataops import WorkspaceError, paths
 
@@ -74,6 +74,9 @@ SCHEMA = {
             "kernel": Choice("linear", "poly", "rbf", "sigmoid"),
         },
     },
+    "runner": {
+        "cell_timeout": Number(1, integer=True),
+    },
 }
 
 
@@ -120,13 +123,20 @@ def problems(data, schema=SCHEMA) -> list[str]:
     return found
 
 
+def parse(text: str):
+    """params.yaml as DVC reads it (ruamel.yaml's safe loader, YAML 1.2): `1e-3`
+    is a number, `yes` a string, and a duplicated key an error, in a notebook
+    as in `dvc params diff`. PyYAML (YAML 1.1) would disagree on all three."""
+    return YAML(typ="safe").load(text)
+
+
 def read(path: Path) -> dict:
     """Parse and validate params.yaml; raise one WorkspaceError listing every problem."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse(path.read_text())
     except FileNotFoundError:
         raise WorkspaceError(f"{path} does not exist") from None
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         reason = getattr(error, "problem", None) or str(error)

@@ -2,25 +2,48 @@
 
 This is each stage's ``cmd`` in dvc.yaml. Around papermill it adds what a
 class needs: params.yaml is checked before a kernel starts; every cell is
-announced as it runs; the executed notebook is kept in reports/ with
-papermill's timestamps removed, so identical runs give an identical dvc.lock;
-and a failure ends in one readable message, with the executed notebook moved
-to reports/failed/ where the failing cell is marked and where ``dvc checkout``
-will not overwrite it. Students rerun stages all lesson long, so the runner
-also starts the kernel itself, to boot while papermill is imported, and
-stops it as soon as the last cell is done (``make bench`` measures the gain).
+announced as it runs, and stopped after ``runner.cell_timeout`` seconds; the
+executed notebook is kept in reports/ with papermill's timestamps removed, so
+identical runs give an identical dvc.lock.
+
+Whatever goes wrong ends in one line that names the file, key or cell, and
+never in a dvc.lock that lies: a notebook, helper module or parameter that
+changes while the stage runs fails the stage (DVC would otherwise record the
+new version next to outputs of the old one), and after any failure the
+stage's last good outputs, as dvc.lock records them, are put back from DVC's
+cache. The executed notebook of a failed run goes to reports/failed/, where
+the failing cell is marked and where ``dvc checkout`` will not overwrite it.
+
+Students rerun stages all lesson long, so the runner also starts the kernel
+itself, to boot while papermill is imported, and stops it as soon as the last
+cell is done (``make bench`` measures the gain).
 """
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
+from ruamel.yaml import YAMLError
+
 from dataops import WorkspaceError, paths
+from dataops.install import KERNEL
 from dataops.notebook import dumps, tidy_executed
-from dataops.params import read
+from dataops.params import parse, read
+
+RECOVERY = "The last commit's data and model, all of them: git checkout HEAD -- dvc.lock && dvc checkout --force"
+
+
+class StageFailed(Exception):
+    """What went wrong, in one line; `code` is the exit status."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
 
 
 def _say(text):
@@ -84,65 +107,195 @@ def _stop_kernel(kernel):
     run_sync(kernel.shutdown_kernel)(now=True)
 
 
+def _stage(root: Path, notebook: Path):
+    """This notebook's stage in dvc.yaml: its name, its entry (deps, params,
+    outs), and every path some stage writes."""
+    try:
+        stages = (parse((root / "dvc.yaml").read_text()) or {}).get("stages", {})
+    except (OSError, ValueError):
+        stages = {}
+    written = {str(out) for stage in stages.values() for out in stage.get("outs", [])}
+    for name, stage in stages.items():
+        if str(stage.get("cmd", "")).split()[-1:] == [notebook.as_posix()]:
+            return name, stage, written
+    return notebook.stem.split("_", 1)[-1], {"deps": [notebook.as_posix()]}, written
+
+
+def _digest(path: Path):
+    """md5 of a file, or of every file in a folder but the ones .dvcignore lists."""
+    if path.is_file():
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    if not path.is_dir():
+        return None
+    digest = hashlib.md5()
+    for file in sorted(path.rglob("*")):
+        parts = file.relative_to(path).parts
+        if file.is_file() and file.suffix != ".pyc" and not {"__pycache__", ".ipynb_checkpoints"} & set(parts):
+            digest.update("/".join(parts).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def _sources(root: Path, stage: dict, written: set, params: dict) -> dict:
+    """What the stage is made of and a student can edit while it runs: the deps
+    no stage writes (the notebook, the helper modules) and its parameters."""
+    state = {dep: _digest(root / dep) for dep in stage.get("deps", []) if dep not in written}
+    for key in [k for k in stage.get("params", []) if isinstance(k, str)]:
+        node = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        state[f"params.yaml: {key}"] = repr(node)
+    return state
+
+
+def _changed(root: Path, stage: dict, written: set, before: dict) -> list:
+    try:
+        params = parse((root / "params.yaml").read_text())
+    except (OSError, YAMLError):  # unreadable now: every parameter counts as changed
+        params = {}
+    after = _sources(root, stage, written, params)
+    return [name for name in before if after.get(name) != before[name]]
+
+
+def _restore_last_good(root: Path, name: str):
+    """Put the stage's outputs back as dvc.lock records them, from DVC's cache
+    (DVC deleted them before the run). An output that cannot be put back (a
+    full disk) is removed rather than left half-written. Returns the paths put
+    back and the paths removed."""
+    try:
+        outs = parse((root / "dvc.lock").read_text())["stages"][name]["outs"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return [], []
+    restored, removed = [], []
+    for out in outs:
+        checksum, target = str(out.get("md5", "")), root / out["path"]
+        cached = root / ".dvc" / "cache" / "files" / "md5" / checksum[:2] / checksum[2:]
+        if _digest(target) == checksum:
+            continue
+        try:
+            target.unlink(missing_ok=True)
+            if cached.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cached, target)
+                restored.append(out["path"])
+        except OSError:
+            target.unlink(missing_ok=True)
+            removed.append(out["path"])
+    return restored, removed
+
+
+def _own_code(root: Path) -> None:
+    """Run this workspace's helper modules, whichever venv started us (a copied
+    workspace whose venv still points at the original, DVC's experiment copies):
+    dvc.lock hashes root/src, so that is the code that must run, here and in
+    the kernel, which inherits PYTHONPATH."""
+    src = root / "src"
+    if Path(__file__).resolve().parent != (src / "dataops").resolve() and (src / "dataops").is_dir():
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "dataops.stage", *sys.argv[1:]])
+
+
 def run(notebook: Path) -> int:
     where = paths()
-    stage = notebook.stem.split("_", 1)[-1]
+    notebook = Path(os.path.relpath(notebook.resolve(), where.root))
+    name, stage, written = _stage(where.root, notebook)
     executed = where.reports / notebook.name
     failed = where.reports / "failed" / notebook.name
     try:
-        read(where.params)
+        return _execute(where, notebook, name, stage, written, executed, failed)
+    except StageFailed as error:
+        if executed.exists():
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            executed.replace(failed)
+        _say(f"✗ {name}: {error}")
+        if failed.exists():
+            _say(f"  The executed notebook, as far as it ran: {failed.relative_to(where.root)}")
+        restored, removed = _restore_last_good(where.root, name)
+        if restored:
+            _say(f"  Put back this stage's last good outputs, as dvc.lock records them: {', '.join(restored)}")
+        if removed:
+            _say(f"  Removed, as they could not be put back: {', '.join(removed)}")
+        _say(f"  {RECOVERY}")
+        return error.code
+
+
+def _execute(where, notebook, name, stage, written, executed, failed) -> int:
+    try:
+        params = read(where.params)
     except WorkspaceError as error:
-        _say(f"✗ {stage}: {error}")
-        return 2
+        raise StageFailed(str(error), code=2) from None
+    try:
+        source = json.loads((where.root / notebook).read_text())
+        cells = source["cells"]
+    except FileNotFoundError:
+        raise StageFailed(f"{notebook} does not exist: check the stage's cmd in dvc.yaml", code=2) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise StageFailed(f"{notebook} is not a notebook (invalid JSON: {error}); "
+                          f"git checkout {notebook} restores the committed one", code=2) from None
+    before = _sources(where.root, stage, written, params)
+    kernel_name = (source.get("metadata", {}).get("kernelspec") or {}).get("name") or KERNEL
+    timeout = params["runner"]["cell_timeout"]
 
     os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
     from jupyter_client.kernelspec import NoSuchKernel
 
     executed.parent.mkdir(parents=True, exist_ok=True)
     failed.unlink(missing_ok=True)
-    source = json.loads(notebook.read_text())
-    code_cells = sum(c["cell_type"] == "code" for c in source["cells"])
-    counter = iter(range(1, code_cells + 1))
+    code_cells = sum(c.get("cell_type") == "code" for c in cells)
+    current = {"count": 0, "headline": ""}
 
     def announce(cell, cell_index):
         if cell.cell_type == "code":
-            _say(f"  {stage} [{next(counter)}/{code_cells}] {_headline(cell)}")
+            current.update(count=current["count"] + 1, headline=_headline(cell))
+            _say(f"  {name} [{current['count']}/{code_cells}] {current['headline']}")
 
-    _say(f"▶ {stage}: {notebook} → {executed.relative_to(where.root)}")
+    def where_in_notebook():
+        return f"cell [{current['count']}] ({current['headline']})"
+
+    _say(f"▶ {name}: {notebook} → {executed.relative_to(where.root)}")
     started = time.perf_counter()
     kernel = None
     try:
-        kernel = _start_kernel(source["metadata"]["kernelspec"]["name"], cwd=notebook.parent)
+        kernel = _start_kernel(kernel_name, cwd=where.root / notebook.parent)
         # The kernel boots (about 0.5 s) while papermill is imported (about 0.3 s).
         logging.getLogger("papermill").setLevel(logging.ERROR)
         import papermill
+        from nbclient.exceptions import DeadKernelError
 
         try:
             papermill.execute_notebook(
                 # Relative paths: papermill records them in the executed notebook.
-                os.path.relpath(notebook), os.path.relpath(executed), cwd=str(notebook.parent),
-                progress_bar=False, on_cell_start=announce, km=kernel,
+                os.path.relpath(where.root / notebook), os.path.relpath(executed), cwd=str(where.root / notebook.parent),
+                progress_bar=False, on_cell_start=announce, km=kernel, kernel_name=kernel_name,
+                execution_timeout=timeout,
             )
         except papermill.PapermillExecutionError as error:
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            executed.replace(failed)
             detail = error.evalue if error.ename == "WorkspaceError" else f"{error.ename}: {error.evalue}"
-            _say(f"✗ {stage} failed in cell [{error.exec_count}]: {detail}\n"
-                 f"  The executed notebook, failing cell marked: {failed.relative_to(where.root)}\n"
-                 f"  Your last good data and model are safe in DVC's cache: `dvc checkout --force` restores them.")
-            return 1
-    except NoSuchKernel as error:
-        _say(f"✗ {stage}: {error}. Run `make` to install the workspace's kernel.")
-        return 1
+            raise StageFailed(f"failed in cell [{error.exec_count}]: {detail}") from None
+        except TimeoutError:
+            raise StageFailed(f"{where_in_notebook()} ran longer than runner.cell_timeout = {timeout} s "
+                              f"(params.yaml) and was stopped: an endless loop? Raise the limit there "
+                              f"if it really needs longer") from None
+        except DeadKernelError:
+            raise StageFailed(f"the kernel died in {where_in_notebook()}: it crashed or ran out of "
+                              f"memory") from None
+    except NoSuchKernel:
+        raise StageFailed(f"{notebook} asks for the kernel '{kernel_name}', which is not installed: run `make`, "
+                          f"which installs the workspace's kernel '{KERNEL}'") from None
     except KeyboardInterrupt:
-        _say(f"✗ {stage}: interrupted. Run `dvc repro` again to finish; nothing else is needed.")
-        return 130
+        raise StageFailed(f"interrupted in {where_in_notebook()}; `dvc repro` runs the stage again", code=130) from None
+    except OSError as error:
+        raise StageFailed(f"could not write {error.filename or 'a file'}: {error.strerror or error}") from None
     finally:
         if kernel is not None:
             _stop_kernel(kernel)
 
+    changed = _changed(where.root, stage, written, before)
+    if changed:
+        raise StageFailed(f"{', '.join(changed)} changed while the stage ran, so its outputs may come from the "
+                          f"old version; nothing was recorded. Run `dvc repro` again")
     executed.write_text(dumps(tidy_executed(json.loads(executed.read_text()))))
-    _say(f"✓ {stage} in {time.perf_counter() - started:.1f} s")
+    _say(f"✓ {name} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -151,6 +304,12 @@ def main(argv=None) -> int:
     if len(argv) != 1 or not argv[0].endswith(".ipynb"):
         _say("usage: python -m dataops.stage notebooks/NN_stage.ipynb")
         return 2
+    try:
+        root = paths().root
+    except WorkspaceError as error:
+        _say(f"✗ {error}")
+        return 2
+    _own_code(root)
     return run(Path(argv[0]))
 
 

@@ -1,0 +1,183 @@
+"""A history that never lies: whatever happens during or around a run, dvc.lock
+describes exactly what produced the files on disk, a failure ends in one line
+naming the file, key or cell, and the printed recovery gives back one
+consistent version."""
+
+import json
+import os
+import subprocess
+import time
+
+import yaml
+
+from helpers import edit_cell, locked_md5, md5, run, set_param, workspace_env
+
+OUTS = ["data/raw/dataset.csv", "data/processed/train.csv", "data/processed/test.csv", "models/model.skops",
+        "reports/metrics.json", "reports/plots/confusion.csv", "reports/plots/roc.csv"]
+RECOVERY = "git checkout HEAD -- dvc.lock && dvc checkout --force"
+
+
+def one_line_failure(result, message):
+    """The failure is one ✗ line with the message, then at most a few lines on what is on disk."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert message in result.stdout, output
+    assert "Traceback" not in output, output
+    lines = output.splitlines()
+    failures = [i for i, line in enumerate(lines) if line.startswith("✗")]
+    assert len(failures) == 1 and len(lines) - failures[0] <= 6, output
+    return output
+
+
+def outputs_match_lock(root, lock_text=None):
+    return {out: md5(root / out) == locked_md5(root, out, lock_text) for out in OUTS if (root / out).exists()}
+
+
+def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace):
+    # A slow cell gives the editor time to save; run once so the lock has it.
+    edit_cell(workspace, "02_process_data.ipynb", "df.shape", "import time\ntime.sleep(3)\ndf.shape")
+    run("dvc repro", cwd=workspace)
+    process = subprocess.Popen("dvc repro --force --single-item process_data".split(), cwd=workspace,
+                               env={**os.environ, **workspace_env(workspace)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "process_data [2/" in line:
+            time.sleep(0.5)
+            edit_cell(workspace, "02_process_data.ipynb", 'test_size = params["test_size"]', "test_size = 0.5")
+            break
+    lines += process.stdout.readlines()
+    assert process.wait() != 0, "".join(lines)
+    output = "".join(lines)
+    assert "✗ process_data: notebooks/02_process_data.ipynb changed while the stage ran" in output
+    assert "Traceback" not in output
+    # dvc.lock still names the notebook that ran, and the split it made.
+    notebook = workspace / "notebooks/02_process_data.ipynb"
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+    deps = {d["path"]: d["md5"] for d in lock["stages"]["process_data"]["deps"]}
+    assert deps["notebooks/02_process_data.ipynb"] != md5(notebook)
+    assert all(outputs_match_lock(workspace).values())
+    assert "process_data" in run("dvc status", cwd=workspace).stdout
+    run("dvc repro", cwd=workspace)
+    assert len((workspace / "data/processed/test.csv").read_text().splitlines()) == 75 + 1
+
+
+def test_a_failure_in_the_last_stage_recovers_one_consistent_version(workspace):
+    committed = run("git show HEAD:dvc.lock", cwd=workspace).stdout
+    set_param(workspace, "process.test_size", 0.3)
+    edit_cell(workspace, "04_evaluate.ipynb", "predicted = model.predict(X)", "predicted = model.predict(X_typo)")
+    result = run("dvc repro", cwd=workspace, check=False)
+    output = one_line_failure(result, "✗ evaluate: failed in cell [2]: NameError: name 'X_typo' is not defined")
+    assert "Running stage 'train_model'" in output and RECOVERY in output
+    # The earlier stages' new results and the evaluate stage's last good ones: each as dvc.lock says.
+    assert all(outputs_match_lock(workspace).values())
+    assert (workspace / "reports/failed/04_evaluate.ipynb").exists()
+
+    run(RECOVERY, cwd=workspace)
+    assert outputs_match_lock(workspace, committed) == {out: True for out in OUTS}
+    assert (workspace / "reports/failed/04_evaluate.ipynb").exists()
+
+
+def test_a_split_too_small_to_use_fails_before_writing_and_keeps_the_last_good_split(workspace):
+    set_param(workspace, "process.test_size", "0.0000000001")
+    result = run("dvc repro", cwd=workspace, check=False)
+    one_line_failure(result, "process.test_size = 1e-10 splits 150 rows into 149 train and 1 test rows; each part "
+                             "needs at least 10: use a test_size between 0.07 and 0.93")
+    assert "Running stage 'train_model'" not in result.stdout
+    assert all(outputs_match_lock(workspace).values()) and (workspace / "data/processed/test.csv").exists()
+
+
+def test_a_bad_value_found_before_the_kernel_keeps_the_last_good_outputs(workspace):
+    set_param(workspace, "process.test_size", 1.5)
+    result = run("dvc repro", cwd=workspace, check=False)
+    one_line_failure(result, "✗ process_data: params.yaml: process.test_size = 1.5")
+    assert "Put back this stage's last good outputs" in result.stdout
+    assert outputs_match_lock(workspace) == {out: True for out in OUTS}
+
+
+def test_a_crafted_tree_is_refused_before_compiled_code_reads_it(workspace):
+    run(["python", "-c", """
+import numpy as np, pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from dataops.model import save_model
+train = pd.read_csv("data/processed/train.csv")
+model = RandomForestClassifier(n_estimators=3, random_state=0).fit(train.drop(columns="target"), train["target"])
+model.estimators_[1].tree_.children_left[0] = 50_000_000
+save_model(model, __import__("pathlib").Path("models/model.skops"))
+"""], cwd=workspace)
+    result = run("dvc repro --force --single-item evaluate", cwd=workspace, check=False)
+    one_line_failure(result, "models/model.skops is damaged or crafted (a child index points outside the tree): "
+                             "refused to use it")
+
+
+def test_a_dead_kernel_ends_in_one_line(workspace):
+    edit_cell(workspace, "04_evaluate.ipynb", "predicted = model.predict(X)",
+              "predicted = model.predict(X)\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    result = run("dvc repro", cwd=workspace, check=False)
+    one_line_failure(result, "✗ evaluate: the kernel died in cell [2] (import pandas as pd): it crashed or ran out")
+    assert all(outputs_match_lock(workspace).values())
+
+
+def test_a_runaway_cell_is_stopped_at_the_time_limit(workspace):
+    set_param(workspace, "runner.cell_timeout", 3)
+    edit_cell(workspace, "02_process_data.ipynb", "df.shape", "while True:\n    pass")
+    started = time.monotonic()
+    result = run("dvc repro", cwd=workspace, check=False)
+    one_line_failure(result, "✗ process_data: cell [2] (from dataops.data import check_split, read_table) ran "
+                             "longer than runner.cell_timeout = 3 s (params.yaml) and was stopped")
+    assert time.monotonic() - started < 60
+
+
+def test_a_broken_or_missing_notebook_ends_in_one_line(workspace):
+    (workspace / "notebooks/02_process_data.ipynb").write_text('{"cells": [')
+    one_line_failure(run("dvc repro", cwd=workspace, check=False),
+                     "✗ process_data: notebooks/02_process_data.ipynb is not a notebook (invalid JSON")
+    one_line_failure(run("python -m dataops.stage notebooks/02_proces_data.ipynb", cwd=workspace, check=False),
+                     "notebooks/02_proces_data.ipynb does not exist: check the stage's cmd in dvc.yaml")
+
+
+def test_a_notebook_without_kernel_metadata_runs_on_the_workspace_kernel(workspace):
+    path = workspace / "notebooks/02_process_data.ipynb"
+    nb = json.loads(path.read_text())
+    del nb["metadata"]["kernelspec"]
+    path.write_text(json.dumps(nb))
+    assert "✓ process_data" in run("dvc repro", cwd=workspace).stdout
+
+
+def test_bless_misuse_ends_in_one_line(workspace):
+    result = run("python -m dataops.notebook bless notebooks/nope.ipynb", cwd=workspace, check=False)
+    assert result.returncode == 1 and result.stderr.startswith("✗ bless: notebooks/nope.ipynb does not exist")
+    edit_cell(workspace, "01_get_data.ipynb", "missing values:", "gaps:")
+    result = run("python -m dataops.notebook bless notebooks/01_get_data.ipynb", cwd=workspace, check=False)
+    assert "ran another version of notebooks/01_get_data.ipynb" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_editor_debris_in_the_helper_modules_reruns_nothing(workspace):
+    checkpoints = workspace / "src/dataops/.ipynb_checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "params-checkpoint.py").write_text("# JupyterLab's autosave\n")
+    assert "Data and pipelines are up to date." in run("dvc status", cwd=workspace).stdout
+
+
+def test_params_yaml_means_the_same_to_dvc_and_the_notebooks(workspace):
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("C: 1.0 ", "C: 1e-2 ", 1))
+    result = run("dvc repro", cwd=workspace)
+    assert "✓ train_model" in result.stdout
+    assert "train.logistic_regression.C" in run("dvc params diff", cwd=workspace).stdout
+    assert json.loads((workspace / "reports/metrics.json").read_text())["accuracy"] == 0.9333
+
+
+def test_a_full_disk_leaves_no_half_written_output_unsaid(workspace):
+    # A file size limit makes every write past 2 KB fail, as a full disk does.
+    result = run("ulimit -f 2 && python -m dataops.stage notebooks/02_process_data.ipynb", cwd=workspace,
+                 check=False)
+    one_line_failure(result, "✗ process_data: could not write")
+    assert "File too large" in result.stdout
+    for out in ("data/processed/train.csv", "data/processed/test.csv", "reports/02_process_data.ipynb"):
+        path = workspace / out
+        assert not path.exists() or md5(path) == locked_md5(workspace, out), f"{out} is half-written"
+    run(RECOVERY, cwd=workspace)
+    assert all(outputs_match_lock(workspace).values())

@@ -1,0 +1,81 @@
+"""`make` on a real machine: interrupted at any point it finishes the next
+time, and a copied or moved workspace runs its own code and repairs its venv."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers import make_clone, new_machine_env
+
+
+def make(root, *targets, env=None):
+    return subprocess.run(["make", *targets], cwd=root, env=env or new_machine_env(), capture_output=True, text=True)
+
+
+def interrupt_make_when(root, ready, timeout=120):
+    """Start `make setup`, press Ctrl-C (to the whole process group, as a terminal does) once `ready()` holds."""
+    process = subprocess.Popen(["make", "setup"], cwd=root, env=new_machine_env(), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "make finished before the interruption point"
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A clone whose first `make` was interrupted three times: inside `python -m venv`, then
+    after the venv was complete, then during the package install; then `make` ran to the end."""
+    root = make_clone(tmp_path_factory.mktemp("setup") / "ws", share_venv=False)
+    venv = root / ".venv"
+    interrupt_make_when(root, lambda: (venv / "bin" / "python").exists())
+    assert not (venv / "bin" / "pip").exists(), "the first interruption should land inside `python -m venv`"
+    interrupt_make_when(root, lambda: (venv / ".made-in").exists())
+    interrupt_make_when(root, lambda: (venv / "bin" / "uv").exists())
+    result = make(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, result
+
+
+def test_make_interrupted_at_any_point_finishes_the_next_time(made):
+    root, result = made
+    assert "✓ evaluate" in result.stdout
+    assert "pipeline's inputs" not in result.stdout
+    assert subprocess.run([root / ".venv/bin/dvc", "version"], cwd=root, capture_output=True).returncode == 0
+
+
+def test_a_copied_workspace_runs_its_own_code(made, tmp_path):
+    root, _ = made
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
+    with open(copy / "src/dataops/__init__.py", "a") as module:
+        module.write('\nprint("helpers of the copy")\n')
+    # After `cp -a`, the copy's `source .venv/bin/activate` puts the original's venv on PATH.
+    env = new_machine_env()
+    env["PATH"] = f"{root / '.venv/bin'}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(["dvc", "repro"], cwd=copy, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "helpers of the copy" in result.stdout
+    assert "helpers of the copy" in (copy / "reports/01_get_data.ipynb").read_text()
+    assert "helpers of the copy" not in (root / "reports/01_get_data.ipynb").read_text()
+
+
+def test_a_moved_workspace_gets_a_venv_of_its_own(made, tmp_path):
+    root, _ = made
+    moved = tmp_path / "moved"
+    shutil.move(root, moved)
+    try:
+        result = make(moved)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"Making .venv for {moved}" in result.stdout
+        assert (moved / ".venv/.made-in").read_text().strip() == str(moved)
+        assert str(moved) in (moved / ".venv/bin/dvc").read_text().splitlines()[0]
+        assert "Data and pipelines are up to date." in make(moved).stdout
+    finally:
+        shutil.move(moved, root)
