@@ -83,3 +83,13 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
     path.write_text("process:\n  test_size: 0.2\n   random_state: 42\n")
     with pytest.raises(WorkspaceError, match=r"params.yaml is not valid YAML at line 3"):
         read(path)
+
+
+def test_a_misspelt_key_is_named_once_with_the_right_spelling():
+    renamed = copy.deepcopy(GOOD)
+    renamed["train"]["logistic_regression"]["max_itr"] = renamed["train"]["logistic_regression"].pop("max_iter")
+    assert problems(renamed) == ["train.logistic_regression.max_itr: unknown key (did you mean max_iter?); "
+                                 "allowed: C, max_iter"]
+    renamed = copy.deepcopy(GOOD)
+    renamed["procces"] = renamed.pop("process")
+    assert problems(renamed) == ["procces: unknown section (did you mean process?); allowed: data, process, train, runner"]

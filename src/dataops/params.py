@@ -80,9 +80,20 @@ SCHEMA = {
 }
 
 
-def _nearest(name, choices):
+def _close(name, choices):
     close = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return close[0] if close else None
+
+
+def _nearest(name, choices):
+    close = _close(name, choices)
+    return f" (did you mean {close}?)" if close else ""
+
+
+def _misspelt(values, schema) -> set:
+    """Missing names that an unknown name in `values` is a misspelling of:
+    the unknown name's line already says so, once."""
+    return {_close(key, schema) for key in values if key not in schema} - {None}
 
 
 def _check(values, schema, prefix, found):
@@ -95,6 +106,8 @@ def _check(values, schema, prefix, found):
             found.append(f"{prefix}.{key}: unknown key{_nearest(key, schema)}; allowed: {names}")
     for key, rule in schema.items():
         where = f"{prefix}.{key}"
+        if key not in values and key in _misspelt(values, schema):
+            continue
         if key not in values:
             needs = f"it needs the keys {', '.join(rule)}" if isinstance(rule, dict) else f"it {rule.allowed()}"
             found.append(f"{where}: missing; {needs}")
@@ -116,6 +129,8 @@ def problems(data, schema=SCHEMA) -> list[str]:
         if section not in schema:
             found.append(f"{section}: unknown section{_nearest(section, schema)}; allowed: {sections}")
     for section, keys in schema.items():
+        if section not in data and section in _misspelt(data, schema):
+            continue
         if section not in data:
             found.append(f"{section}: missing section; it needs the keys {', '.join(keys)}")
         else:
