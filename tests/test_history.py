@@ -174,7 +174,7 @@ def test_a_full_disk_leaves_no_half_written_output_unsaid(workspace):
     # A file size limit makes every write past 2 KB fail, as a full disk does.
     result = run("ulimit -f 2 && python -m dataops.stage notebooks/02_process_data.ipynb", cwd=workspace,
                  check=False)
-    one_line_failure(result, "✗ process_data: could not write")
+    one_line_failure(result, "✗ process_data: could not read or write")
     assert "File too large" in result.stdout
     for out in ("data/processed/train.csv", "data/processed/test.csv", "reports/02_process_data.ipynb"):
         path = workspace / out

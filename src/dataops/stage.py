@@ -112,7 +112,7 @@ def _stage(root: Path, notebook: Path):
     outs), and every path some stage writes."""
     try:
         stages = (parse((root / "dvc.yaml").read_text()) or {}).get("stages", {})
-    except (OSError, ValueError):
+    except (OSError, YAMLError):
         stages = {}
     written = {str(out) for stage in stages.values() for out in stage.get("outs", [])}
     for name, stage in stages.items():
@@ -158,12 +158,12 @@ def _changed(root: Path, stage: dict, written: set, before: dict) -> list:
 
 def _restore_last_good(root: Path, name: str):
     """Put the stage's outputs back as dvc.lock records them, from DVC's cache
-    (DVC deleted them before the run). An output that cannot be put back (a
-    full disk) is removed rather than left half-written. Returns the paths put
-    back and the paths removed."""
+    (DVC deleted them before the run). An output that cannot be put back (not
+    in the cache, a full disk) is removed rather than left wrong or
+    half-written. Returns the paths put back and the files removed."""
     try:
         outs = parse((root / "dvc.lock").read_text())["stages"][name]["outs"]
-    except (OSError, KeyError, TypeError, ValueError):
+    except (OSError, YAMLError, KeyError, TypeError):
         return [], []
     restored, removed = [], []
     for out in outs:
@@ -171,15 +171,16 @@ def _restore_last_good(root: Path, name: str):
         cached = root / ".dvc" / "cache" / "files" / "md5" / checksum[:2] / checksum[2:]
         if _digest(target) == checksum:
             continue
+        existed = target.exists()
         try:
             target.unlink(missing_ok=True)
-            if cached.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cached, target)
-                restored.append(out["path"])
-        except OSError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, target)
+            restored.append(out["path"])
+        except OSError:  # not in the cache, or no room to write it: never leave a partial copy
             target.unlink(missing_ok=True)
-            removed.append(out["path"])
+            if existed:
+                removed.append(out["path"])
     return restored, removed
 
 
@@ -240,6 +241,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     from jupyter_client.kernelspec import NoSuchKernel
 
     executed.parent.mkdir(parents=True, exist_ok=True)
+    executed.unlink(missing_ok=True)  # from here on, an executed notebook is this run's
     failed.unlink(missing_ok=True)
     code_cells = sum(c.get("cell_type") == "code" for c in cells)
     current = {"count": 0, "headline": ""}
@@ -265,8 +267,8 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
         try:
             papermill.execute_notebook(
                 # Relative paths: papermill records them in the executed notebook.
-                os.path.relpath(where.root / notebook), os.path.relpath(executed), cwd=str(where.root / notebook.parent),
-                progress_bar=False, on_cell_start=announce, km=kernel, kernel_name=kernel_name,
+                os.path.relpath(where.root / notebook), os.path.relpath(executed),
+                cwd=str(where.root / notebook.parent), progress_bar=False, on_cell_start=announce, km=kernel, kernel_name=kernel_name,
                 execution_timeout=timeout,
             )
         except papermill.PapermillExecutionError as error:
@@ -285,7 +287,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     except KeyboardInterrupt:
         raise StageFailed(f"interrupted in {where_in_notebook()}; `dvc repro` runs the stage again", code=130) from None
     except OSError as error:
-        raise StageFailed(f"could not write {error.filename or 'a file'}: {error.strerror or error}") from None
+        raise StageFailed(f"could not read or write {error.filename or 'a file'}: {error.strerror or error}") from None
     finally:
         if kernel is not None:
             _stop_kernel(kernel)
