@@ -1,6 +1,9 @@
 # The workspace's two commands:  `make` sets everything up and reproduces the
-# pipeline; `make test` runs every test. Needs only python3.11, git and make.
-PYTHON ?= python3.11
+# pipeline; `make test` runs every test. Needs only Python 3.11 to 3.13, git and
+# make. Another Python: make PYTHON=/path/to/python3.12
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,python3.11 python3.12 python3.13 python3,$(shell command -v $(p) 2>/dev/null)) python3)
+endif
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.9
@@ -28,7 +31,11 @@ endif
 # (where PYTHONDONTWRITEBYTECODE is set, Python would compile on every import).
 $(VENV)/.installed: requirements.txt src/dataops/install.py
 	@test -L $(VENV) || [ "$$(cat $(VENV)/.made-in 2>/dev/null)" = "$(CURDIR)" ] || { \
-	  echo "Making $(VENV) for $(CURDIR)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && echo "$(CURDIR)" > $(VENV)/.made-in; }
+	  $(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
+	    echo "The pinned packages need Python 3.11, 3.12 or 3.13; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
+	      "Install one, or name it: make PYTHON=/path/to/python3.12"; exit 1; }; \
+	  echo "Making $(VENV) for $(CURDIR) with $$($(PYTHON) --version)"; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV) && echo "$(CURDIR)" > $(VENV)/.made-in; }
 	@# A uv cut short by Ctrl-C may be there but not run: install it again then.
 	$(BIN)/uv --version 2>/dev/null | grep -qE '^uv $(UV_VERSION)( |$$)' || \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --force-reinstall uv==$(UV_VERSION)

@@ -6,7 +6,8 @@
   All" gives them. Only the metadata that means something stays. This is what
   ``nbstripout --keep-count`` calls clean, and the tests hold it to that.
 * ``tidy_executed``: an executed notebook (reports/) keeps its outputs but
-  loses papermill's timestamps, so identical runs give identical bytes.
+  loses papermill's timestamps and the kernel's Python version, so identical
+  runs give identical bytes on every machine.
 
 The same ``strip`` serves as git's clean filter, as JupyterLab's pre-save
 hook and as the check in CI, so the file on disk, git's view and DVC's hash
@@ -60,6 +61,9 @@ def strip(nb: dict) -> dict:
 
 
 def tidy_executed(nb: dict) -> dict:
+    # The kernel's Python version (3.11.7, 3.12.1...) would make the same run's
+    # report differ from one student's machine to the next.
+    nb.get("metadata", {}).get("language_info", {}).pop("version", None)
     for key in TIMING:
         nb.get("metadata", {}).get("papermill", {}).pop(key, None)
     for cell in nb.get("cells", []):
