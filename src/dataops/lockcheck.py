@@ -13,9 +13,8 @@
 import subprocess
 import sys
 
-import yaml
-
 from dataops import find_root
+from dataops.params import parse
 
 
 def _inputs(lock: dict) -> dict:
@@ -52,7 +51,7 @@ def main() -> int:
     shown = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=root, capture_output=True, text=True)
     if shown.returncode != 0:  # no commit yet, or not a git repository: nothing to compare with
         return 0
-    print(verdict(yaml.safe_load(shown.stdout), yaml.safe_load((root / "dvc.lock").read_text())))
+    print(verdict(parse(shown.stdout), parse((root / "dvc.lock").read_text())))
     return 0
 
 
