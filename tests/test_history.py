@@ -63,6 +63,26 @@ def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace
     assert len((workspace / "data/processed/test.csv").read_text().splitlines()) == 75 + 1
 
 
+def test_a_parameter_saved_during_its_stage_is_never_recorded_as_what_ran(workspace):
+    edit_cell(workspace, "02_process_data.ipynb", "df.shape", "import time\ntime.sleep(3)\ndf.shape")
+    run("dvc repro", cwd=workspace)
+    process = subprocess.Popen("dvc repro --force --single-item process_data".split(), cwd=workspace,
+                               env={**os.environ, **workspace_env(workspace)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "process_data [2/" in line:  # the parameters cell has read test_size
+            time.sleep(0.5)
+            set_param(workspace, "process.test_size", 0.5)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait() != 0, "".join(lines)
+    assert "✗ process_data: params.yaml: process changed while the stage ran" in "".join(lines)
+    assert all(outputs_match_lock(workspace).values())
+    assert "process_data" in run("dvc status", cwd=workspace).stdout
+
+
 def test_a_failure_in_the_last_stage_recovers_one_consistent_version(workspace):
     committed = run("git show HEAD:dvc.lock", cwd=workspace).stdout
     set_param(workspace, "process.test_size", 0.3)

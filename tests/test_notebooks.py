@@ -100,3 +100,22 @@ def test_saving_a_run_notebook_from_jupyter_leaves_git_and_dvc_clean(lab):
         urllib.request.urlopen(request, timeout=30)
     assert run("git status --porcelain", cwd=workspace).stdout == ""
     assert "up to date" in run("dvc status", cwd=workspace).stdout
+
+
+def test_a_kernel_without_the_pins_says_so_and_the_workspace_kernel_does_not(workspace):
+    from jupyter_client.manager import start_new_kernel
+
+    printed = {}
+    for name in ("dataops", "python3"):  # python3: the bare interpreter's kernel, as VS Code offers it
+        kernel, client = start_new_kernel(kernel_name=name, cwd=str(workspace / "notebooks"))
+        streams = []
+        try:
+            reply = client.execute_interactive("import dataops", timeout=60, output_hook=lambda msg: streams.append(
+                msg["content"]["text"]) if msg["msg_type"] == "stream" else None)
+            assert reply["content"]["status"] == "ok"
+        finally:
+            client.stop_channels()
+            kernel.shutdown_kernel(now=True)
+        printed[name] = "".join(streams)
+    assert printed["dataops"] == ""
+    assert "not the workspace's kernel 'Python (dataops)'" in printed["python3"]

@@ -58,6 +58,19 @@ def _show_workspace_errors_briefly():
         shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
 
     shell.set_custom_exc((WorkspaceError,), brief)
+    _note_a_kernel_without_pins()
+
+
+def _note_a_kernel_without_pins():
+    """A kernel started from the bare interpreter (VS Code offers one) lacks the
+    workspace kernel's pinned numerics: say so once, as its results may differ
+    in their last bits from `dvc repro`'s."""
+    from dataops.install import same_bytes_env
+
+    missing = sorted(key for key, value in same_bytes_env().items() if os.environ.get(key) != value)
+    if missing:
+        print(f"Note: this is not the workspace's kernel 'Python (dataops)' ({', '.join(missing)} not set), so a "
+              f"model it writes can differ in its last bits from dvc repro's. Pick that kernel.", file=sys.stderr)
 
 
 _show_workspace_errors_briefly()
