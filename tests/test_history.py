@@ -33,8 +33,10 @@ def outputs_match_lock(root, lock_text=None):
     return {out: md5(root / out) == locked_md5(root, out, lock_text) for out in OUTS if (root / out).exists()}
 
 
-def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace):
-    # A slow cell gives the editor time to save; run once so the lock has it.
+def save_during_process_data(workspace, save):
+    """Rerun process_data and call save() while its cell [2] runs (made 3 s slow,
+    and recorded in dvc.lock first, so the save always lands mid-run). Returns
+    the exit status and everything printed."""
     edit_cell(workspace, "02_process_data.ipynb", "df.shape", "import time\ntime.sleep(3)\ndf.shape")
     run("dvc repro", cwd=workspace)
     process = subprocess.Popen("dvc repro --force --single-item process_data".split(), cwd=workspace,
@@ -43,13 +45,18 @@ def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if "process_data [2/" in line:
+        if "process_data [2/" in line:  # the parameters cell has read test_size
             time.sleep(0.5)
-            edit_cell(workspace, "02_process_data.ipynb", 'test_size = params["test_size"]', "test_size = 0.5")
+            save()
             break
     lines += process.stdout.readlines()
-    assert process.wait() != 0, "".join(lines)
-    output = "".join(lines)
+    return process.wait(), "".join(lines)
+
+
+def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace):
+    status, output = save_during_process_data(workspace, lambda: edit_cell(
+        workspace, "02_process_data.ipynb", 'test_size = params["test_size"]', "test_size = 0.5"))
+    assert status != 0, output
     assert "✗ process_data: notebooks/02_process_data.ipynb changed while the stage ran" in output
     assert "Traceback" not in output
     # dvc.lock still names the notebook that ran, and the split it made.
@@ -64,21 +71,9 @@ def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace
 
 
 def test_a_parameter_saved_during_its_stage_is_never_recorded_as_what_ran(workspace):
-    edit_cell(workspace, "02_process_data.ipynb", "df.shape", "import time\ntime.sleep(3)\ndf.shape")
-    run("dvc repro", cwd=workspace)
-    process = subprocess.Popen("dvc repro --force --single-item process_data".split(), cwd=workspace,
-                               env={**os.environ, **workspace_env(workspace)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "process_data [2/" in line:  # the parameters cell has read test_size
-            time.sleep(0.5)
-            set_param(workspace, "process.test_size", 0.5)
-            break
-    lines += process.stdout.readlines()
-    assert process.wait() != 0, "".join(lines)
-    assert "✗ process_data: params.yaml: process changed while the stage ran" in "".join(lines)
+    status, output = save_during_process_data(workspace, lambda: set_param(workspace, "process.test_size", 0.5))
+    assert status != 0, output
+    assert "✗ process_data: params.yaml: process changed while the stage ran" in output
     assert all(outputs_match_lock(workspace).values())
     assert "process_data" in run("dvc status", cwd=workspace).stdout
 
