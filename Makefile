@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: all setup repro test lab student-edition bench
+.PHONY: all setup repro test lab student-edition bench lock
 
 all: repro
 
@@ -69,3 +69,13 @@ student-edition:
 # Speed of the notebook pipeline against the same code as plain scripts.
 bench: setup
 	python bench/bench.py
+
+# Pin every package for every supported Python (3.11 to 3.13, any OS) after
+# editing requirements.in. Versions already pinned are kept unless the change
+# needs others. rfc3987-syntax and lark stay out: jsonschema imports them
+# whenever they are installed, about 1.5 s in every papermill and nbval process,
+# and only JupyterLab's event schemas would use them (README, "Speed").
+lock: setup
+	uv pip compile requirements.in --universal --python-version 3.11 --quiet \
+	  --no-emit-package rfc3987-syntax --no-emit-package lark \
+	  --custom-compile-command "make lock" -o requirements.txt
