@@ -130,7 +130,7 @@ def test_a_dead_kernel_ends_in_one_line(workspace):
     edit_cell(workspace, "04_evaluate.ipynb", "predicted = model.predict(X)",
               "predicted = model.predict(X)\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     result = run("dvc repro", cwd=workspace, check=False)
-    one_line_failure(result, "✗ evaluate: the kernel died in cell [2] (import pandas as pd): it crashed or ran out")
+    one_line_failure(result, "✗ evaluate: the kernel died in cell [2] (Load the model and predict the test rows): it crashed or ran out")
     assert all(outputs_match_lock(workspace).values())
 
 
@@ -139,7 +139,7 @@ def test_a_runaway_cell_is_stopped_at_the_time_limit(workspace):
     edit_cell(workspace, "02_process_data.ipynb", "df.shape", "while True:\n    pass")
     started = time.monotonic()
     result = run("dvc repro", cwd=workspace, check=False)
-    one_line_failure(result, "✗ process_data: cell [2] (from dataops.data import check_split, read_table) ran "
+    one_line_failure(result, "✗ process_data: cell [2] (Read the raw data) ran "
                              "longer than runner.cell_timeout = 3 s (params.yaml) and was stopped")
     assert time.monotonic() - started < 60
 

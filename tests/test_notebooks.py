@@ -8,6 +8,7 @@ import pytest
 
 from helpers import REPO, locked_md5, md5, run, set_param
 from dataops.notebook import dumps, strip
+from dataops.stage import headlines
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -25,6 +26,20 @@ def test_each_stage_notebook_has_one_parameters_cell_and_a_compared_output(path)
     assert sum("parameters" in t for t in tags) == 1
     checked = [c for c, t in zip(cells, tags) if "nbval-check-output" in t]
     assert checked and all(c["outputs"] and c["execution_count"] for c in checked)
+
+
+def test_progress_lines_name_each_cell_by_the_markdown_before_it():
+    cells = [{"cell_type": "markdown", "source": ["# 2. Process\n", "\n", "Hold back part of the data."]},
+             {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "test_size = 0.2"},
+             {"cell_type": "markdown", "source": "Shuffle and split. A fixed seed makes it repeatable."},
+             {"cell_type": "code", "source": "train, test = split(df)"},
+             {"cell_type": "code", "source": "\n# write both parts\ntrain.to_csv(path)"},
+             {"cell_type": "markdown", "source": "long " * 20}, {"cell_type": "code", "source": "y"},
+             {"cell_type": "markdown", "source": "## Write. " + "long " * 20}, {"cell_type": "code", "source": "x"}]
+    assert headlines(cells) == ["parameters from params.yaml", "Shuffle and split", "write both parts",
+                                ("long " * 14)[:69] + "…", "Write"]
+    for path in NOTEBOOKS:  # every stage cell has a headline a student can read
+        assert all(headlines(json.loads(path.read_text())["cells"])), path.name
 
 
 def test_strip_writes_what_nbformat_writes():

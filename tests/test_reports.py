@@ -68,15 +68,21 @@ def test_plots_page_renders_offline_in_a_real_browser(reproduced, browser, tmp_p
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
         page.goto(f"{url}/index.html")
-        page.wait_for_function("document.querySelectorAll('canvas, svg.marks').length >= 2", timeout=20000)
+        page.wait_for_function("document.querySelectorAll('svg.marks').length >= 2", timeout=20000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "dvc-plots.png", full_page=True)
-        drawn = page.evaluate("[...document.querySelectorAll('canvas')].map(c => c.width * c.height)")
+        charts = page.evaluate("[...document.querySelectorAll('svg.marks')].map(s => s.getBBox().width)")
+        controls = page.evaluate("document.querySelectorAll('input, select, button, details').length")
+        counts = page.evaluate("""[...[...document.querySelectorAll('svg.marks')][0]
+            .querySelectorAll('g.mark-text.role-mark text')].map(t => Number(t.textContent))""")
     finally:
         stop()
     assert errors == []
     assert [r for r in requests if not r.startswith(url)] == []
-    assert len(drawn) == 2 and all(drawn), "one drawn chart per plot in dvc.yaml"
+    assert len(charts) == 2 and all(charts), "one drawn chart per plot in dvc.yaml"
+    assert controls == 0, "no stray checkbox or menu next to the charts"
+    rows = (reproduced / "reports/plots/confusion.csv").read_text().splitlines()[1:]
+    assert len(counts) == 9 and sum(counts) == len(rows), "every cell of the confusion matrix shows its count"
 
 
 def test_plot_data_never_runs_as_script_in_the_page(workspace, browser, tmp_path):
@@ -91,7 +97,7 @@ def test_plot_data_never_runs_as_script_in_the_page(workspace, browser, tmp_path
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     try:
         page.goto(f"{url}/index.html")
-        page.wait_for_function("document.querySelectorAll('canvas, svg.marks').length >= 1", timeout=20000)
+        page.wait_for_function("document.querySelectorAll('svg.marks').length >= 1", timeout=20000)
         page.wait_for_timeout(500)
         title, text = page.title(), page.inner_text("body")
         ARTIFACTS.mkdir(exist_ok=True)

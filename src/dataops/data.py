@@ -13,7 +13,7 @@ LABEL = "target"
 MIN_ROWS = 10
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_dataset(path: Path) -> pd.DataFrame:
     """pandas.read_csv, then check: enough rows, numeric columns without gaps,
     and the label last, made of class numbers."""
     try:

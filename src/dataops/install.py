@@ -114,14 +114,14 @@ PLOTS_PAGE = """<!DOCTYPE html>
 
 # DVC writes each plot as <div id="..."><script>var spec = {...}; vegaEmbed('#...', spec);</script></div>.
 # The page's policy blocks those scripts; this one reads each spec as JSON and draws it, so
-# nothing in the data is ever run as code.
+# nothing in the data is ever run as code. Drawn as SVG, whose text a reader can select.
 DRAW_PLOTS = """
 document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("body > div[id]").forEach(function (div) {
     var script = div.querySelector(":scope > script"), spec = null;
     var found = script && /^\\s*var spec = ([\\s\\S]*);\\s*vegaEmbed\\('#[^']*', spec\\);\\s*$/.exec(script.textContent);
     try { spec = found && JSON.parse(found[1]); } catch (error) { spec = null; }
-    if (spec) { vegaEmbed(div, spec); }
+    if (spec) { vegaEmbed(div, spec, {renderer: "svg", actions: false}); }
     else { div.textContent = "This plot's data could not be read as data, so it is not drawn."; }
   });
 });

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -50,12 +51,32 @@ def _say(text):
     print(text, flush=True)
 
 
-def _headline(cell):
-    """The line a student recognises a cell by: its first comment or line."""
-    for line in cell.source.splitlines():
-        if line.strip():
-            return line.strip().lstrip("# ")[:70]
+def _first_sentence(markdown):
+    """The first sentence of a markdown cell's prose, without heading marks."""
+    for line in markdown.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            sentence = re.split(r"(?<=[.:;!?])\s", line, maxsplit=1)[0].rstrip(".:;")
+            return sentence if len(sentence) <= 70 else sentence[:69] + "…"
     return ""
+
+
+def headlines(cells) -> list:
+    """For each code cell, the line a student recognises it by: what the markdown
+    cell just before it says it does, else its own first comment or line."""
+    found, previous = [], None
+    for cell in cells:
+        source = "".join(cell.get("source", ""))
+        if cell.get("cell_type") == "code":
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                found.append("parameters from params.yaml")
+            elif previous and previous.get("cell_type") == "markdown" and _first_sentence("".join(previous["source"])):
+                found.append(_first_sentence("".join(previous["source"])))
+            else:
+                line = next((l.strip() for l in source.splitlines() if l.strip()), "")
+                found.append(line.lstrip("# ")[:70])
+        previous = cell
+    return found
 
 
 def _start_kernel(name, cwd):
@@ -243,12 +264,14 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     executed.parent.mkdir(parents=True, exist_ok=True)
     executed.unlink(missing_ok=True)  # from here on, an executed notebook is this run's
     failed.unlink(missing_ok=True)
-    code_cells = sum(c.get("cell_type") == "code" for c in cells)
+    titles = headlines(cells)
+    code_cells = len(titles)
     current = {"count": 0, "headline": ""}
 
     def announce(cell, cell_index):
         if cell.cell_type == "code":
-            current.update(count=current["count"] + 1, headline=_headline(cell))
+            current["count"] += 1
+            current["headline"] = titles[current["count"] - 1] if current["count"] <= code_cells else ""
             _say(f"  {name} [{current['count']}/{code_cells}] {current['headline']}")
 
     def where_in_notebook():
