@@ -53,11 +53,13 @@ test: setup
 
 # JupyterLab on 127.0.0.1, opened at notebooks/, saving notebooks stripped
 # (settings that `make` wrote into .venv). Extra flags: make lab LAB_ARGS=...
+# As root (a container, a classroom VM), Jupyter wants --allow-root: added.
 LAB_ARGS ?=
+ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
 	@echo "Starting JupyterLab: open the http://127.0.0.1:... URL with its token, printed below."
 	jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
-	  --LabApp.extension_manager=readonly $(LAB_ARGS)
+	  --LabApp.extension_manager=readonly $(ROOT_ARGS) $(LAB_ARGS)
 
 # The exercises without their solutions and the note to instructors, to hand out.
 student-edition:

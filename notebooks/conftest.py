@@ -3,9 +3,10 @@
 nbval starts each kernel here in notebooks/, with the notebook's own code; the
 notebooks find the workspace through dataops.find_root(), which honours
 $DATAOPS_ROOT. Pointing that at a throw-away copy of params.yaml, data/ and
-models/ means the notebooks compute with your params.yaml but can never
-overwrite your data, model or reports. Set DATAOPS_NBVAL_SANDBOX to a folder
-to keep what they wrote there.
+models/ means the notebooks compute with your params.yaml and your data but
+never touch your workspace, not even its scratch/ (run outside `dvc repro`,
+notebooks write there, see dataops.output_paths). Set DATAOPS_NBVAL_SANDBOX
+to a folder to keep what they wrote: its scratch/ has it.
 """
 
 import os

@@ -53,11 +53,12 @@ def browser():
 
 @pytest.fixture
 def lab(workspace, tmp_path):
-    """`make lab`'s server, on a free port, with the app exposed to the test's scripts."""
+    """`make lab`'s server, on a free port, with the app exposed to the test's scripts
+    (run as root here: `make lab` itself must cope with that)."""
     port, token = free_port(), "test-token"
     server = subprocess.Popen(
         ["make", "--no-print-directory", "lab", f"LAB_ARGS=--port={port} --IdentityProvider.token={token} "
-         f"--no-browser --allow-root --LabApp.expose_app_in_browser=True --LabApp.workspaces_dir={tmp_path}"],
+         f"--no-browser --LabApp.expose_app_in_browser=True --LabApp.workspaces_dir={tmp_path}"],
         # As on another student's CPU: the kernel must still write the bytes dvc.lock records.
         cwd=workspace, env={**os.environ, **workspace_env(workspace), "OPENBLAS_CORETYPE": "Sandybridge"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -26,24 +26,41 @@ def find_root() -> Path:
 
 
 class Paths:
-    """Every file the pipeline reads or writes, defined once. dvc.yaml names
-    the same files; tests/test_layout.py checks that the two agree."""
+    """Every file the pipeline reads or writes, defined once, under ``base``
+    (the workspace root unless given). dvc.yaml names the same files;
+    tests/test_pipeline.py checks that the two agree."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, base: Path = None):
         self.root = root
+        base = base or root
         self.params = root / "params.yaml"
-        self.raw = root / "data" / "raw" / "dataset.csv"
-        self.train = root / "data" / "processed" / "train.csv"
-        self.test = root / "data" / "processed" / "test.csv"
-        self.model = root / "models" / "model.skops"
-        self.reports = root / "reports"
-        self.metrics = root / "reports" / "metrics.json"
-        self.confusion = root / "reports" / "plots" / "confusion.csv"
-        self.roc = root / "reports" / "plots" / "roc.csv"
+        self.raw = base / "data" / "raw" / "dataset.csv"
+        self.train = base / "data" / "processed" / "train.csv"
+        self.test = base / "data" / "processed" / "test.csv"
+        self.model = base / "models" / "model.skops"
+        self.reports = base / "reports"
+        self.metrics = base / "reports" / "metrics.json"
+        self.confusion = base / "reports" / "plots" / "confusion.csv"
+        self.roc = base / "reports" / "plots" / "roc.csv"
+
+
+# Set by the stage runner (`dvc repro`) in its kernel's environment, to the stage's name.
+STAGE = "DATAOPS_STAGE"
 
 
 def paths() -> Paths:
+    """The pipeline's files: what a notebook reads."""
     return Paths(find_root())
+
+
+def output_paths() -> Paths:
+    """Where this run writes. Under `dvc repro`, the pipeline's files, which
+    DVC then records in dvc.lock. Run by hand (JupyterLab, VS Code, nbval),
+    the same names under scratch/, which neither git nor DVC tracks: whatever
+    was typed into a parameters cell, the files dvc.lock describes stay
+    exactly those, and `dvc status` stays true."""
+    root = find_root()
+    return Paths(root) if os.environ.get(STAGE) else Paths(root, root / "scratch")
 
 
 def _show_workspace_errors_briefly():

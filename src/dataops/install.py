@@ -7,8 +7,9 @@
   folder), so the entry stays right wherever the clone lives;
 * the page `dvc plots show` renders into, with vega inlined so it works offline;
 * JupyterLab settings inside the venv: notebooks are saved stripped, so a
-  saved notebook leaves ``git status`` and ``dvc status`` clean, and no news
-  or update pop-ups.
+  saved notebook leaves ``git status`` and ``dvc status`` clean; the executed
+  notebooks in reports/ cannot be saved over; one kernel, the workspace's, is
+  offered; no news or update pop-ups.
 """
 
 import base64
@@ -79,6 +80,8 @@ def install_kernel(prefix: Path) -> None:
 def install_jupyter_settings(prefix: Path) -> None:
     _write_json(prefix / "etc" / "jupyter" / "jupyter_server_config.json", {
         "FileContentsManager": {"pre_save_hook": "dataops.notebook.pre_save_hook"},
+        # The launcher and the kernel menu offer the workspace's kernel only, not ipykernel's bare "python3".
+        "KernelSpecManager": {"allowed_kernelspecs": [KERNEL]},
     })
     _write_json(prefix / "share" / "jupyter" / "lab" / "settings" / "overrides.json", {
         "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},

@@ -73,13 +73,45 @@ def tidy_executed(nb: dict) -> dict:
     return nb
 
 
+def trust(nb: dict) -> None:
+    """Record in this user's Jupyter trust database that this executed notebook
+    is the pipeline's own run, as JupyterLab does for a notebook it ran: opened
+    from reports/, it then shows its charts (JupyterLab shows no SVG of an
+    untrusted notebook). Nothing in the file changes; where the database cannot
+    be written, the charts show as text only."""
+    import sqlite3
+
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    try:
+        NotebookNotary().sign(nbformat.from_dict(nb))
+    except (OSError, sqlite3.Error):
+        pass
+
+
 def dumps(nb: dict) -> str:
     """Serialise exactly as nbformat (and so JupyterLab) writes a notebook."""
     return json.dumps(nb, indent=1, sort_keys=True, separators=(",", ": "), ensure_ascii=False) + "\n"
 
 
-def pre_save_hook(model, **kwargs):
-    """jupyter_server's FileContentsManager.pre_save_hook: save notebooks stripped."""
+def _in_reports(path: Path) -> bool:
+    """Is this file under the reports/ folder of the workspace that holds it?"""
+    for folder in path.parents:
+        if (folder / "dvc.yaml").is_file():
+            return folder / "reports" in path.parents
+    return False
+
+
+def pre_save_hook(model, path="", contents_manager=None, **kwargs):
+    """jupyter_server's FileContentsManager.pre_save_hook: save notebooks
+    stripped, and refuse to save over reports/, which `dvc repro` writes and
+    DVC records (a stripped report would no longer match dvc.lock)."""
+    root = getattr(contents_manager, "root_dir", ".")
+    if _in_reports(Path(root, path.strip("/")).resolve()):
+        from tornado.web import HTTPError
+
+        raise HTTPError(403, "reports/ holds what dvc repro ran, and is read-only: edit the notebook in notebooks/")
     if model.get("type") == "notebook":
         strip(model["content"])
 

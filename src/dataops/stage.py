@@ -31,9 +31,9 @@ from pathlib import Path
 
 from ruamel.yaml import YAMLError
 
-from dataops import WorkspaceError, paths
+from dataops import STAGE, WorkspaceError, paths
 from dataops.install import KERNEL
-from dataops.notebook import dumps, tidy_executed
+from dataops.notebook import dumps, tidy_executed, trust
 from dataops.params import parse, read
 
 RECOVERY = "The last commit's data and model, all of them: git checkout HEAD -- dvc.lock && dvc checkout --force"
@@ -259,6 +259,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     timeout = params["runner"]["cell_timeout"]
 
     os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+    os.environ[STAGE] = name  # the kernel writes the pipeline's files, not scratch/ (dataops.output_paths)
     from jupyter_client.kernelspec import NoSuchKernel
 
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +320,9 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     if changed:
         raise StageFailed(f"{', '.join(changed)} changed while the stage ran, so its outputs may come from the "
                           f"old version; nothing was recorded. Run `dvc repro` again")
-    executed.write_text(dumps(tidy_executed(json.loads(executed.read_text()))))
+    report = tidy_executed(json.loads(executed.read_text()))
+    executed.write_text(dumps(report))
+    trust(report)
     _say(f"✓ {name} in {time.perf_counter() - started:.1f} s")
     return 0
 
