@@ -1,12 +1,13 @@
 """The committed notebooks are clean, and each way of running them agrees."""
 
 import json
+import sys
 import urllib.request
 
 import nbformat
 import pytest
 
-from helpers import REPO, locked_md5, md5, run, set_param
+from helpers import REPO, edit_cell, locked_md5, md5, run, set_param
 from dataops.notebook import dumps, strip
 from dataops.stage import headlines
 
@@ -65,6 +66,30 @@ def test_touching_notebooks_leaves_git_status_clean(workspace):
     for path in (workspace / "notebooks").glob("*.ipynb"):
         path.touch()
     assert run("git status --porcelain", cwd=workspace).stdout == ""
+
+
+def test_a_notebook_saved_with_outputs_by_another_editor_reruns_nothing(workspace):
+    """As VS Code or Notebook 7 save: every output in the file. DVC counts the clean form."""
+    lock = (workspace / "dvc.lock").read_text()
+    run("jupyter nbconvert --execute --inplace notebooks/02_process_data.ipynb", cwd=workspace)
+    saved = json.loads((workspace / "notebooks/02_process_data.ipynb").read_text())
+    assert sum(bool(cell.get("outputs")) for cell in saved["cells"]) > 2, "saved with its outputs"
+    assert "up to date" in run("dvc status", cwd=workspace).stdout
+    assert "Running stage" not in run("dvc repro", cwd=workspace).stdout
+    assert (workspace / "dvc.lock").read_text() == lock
+    # git skips reading a file whose size changed, and says modified until `git add` finds no change.
+    assert run("git diff --stat", cwd=workspace).stdout == ""
+    run("git add notebooks", cwd=workspace)
+    assert run("git status --porcelain", cwd=workspace).stdout == ""
+
+    edit_cell(workspace, "02_process_data.ipynb", "train_test_split(df,", "train_test_split(df.copy(),")
+    assert "notebooks/02_process_data.ipynb" in run("dvc status", cwd=workspace).stdout, "code edits still count"
+
+
+def test_dvc_keeps_its_own_hashing_with_an_untested_dvc_data(clone):
+    result = run([sys.executable, "-c", "import dataops.dvchash as h; h.TESTED = '0.0'; print(h.install())"],
+                 cwd=clone)
+    assert result.stdout.strip() == "False" and "is not the tested 0.0" in result.stderr
 
 
 def test_nbval_uses_params_yaml_and_never_touches_the_workspace(workspace):

@@ -2,6 +2,8 @@
 
 * the Jupyter kernel ``dataops``, inside the venv, which every notebook names,
   with the numerics pinned so every x86_64 CPU writes the same bytes;
+* the ``dvc`` command, which counts a stage notebook by its clean form
+  (dataops.dvchash), so a notebook saved with outputs reruns nothing;
 * git's clean filter and diff driver for notebooks, written into .git/config
   with a path relative to the repository (git runs filters from its top
   folder), so the entry stays right wherever the clone lives;
@@ -75,6 +77,26 @@ def install_kernel(prefix: Path) -> None:
         # Set before the kernel's Python starts: OpenBLAS and glibc read them once, at load.
         "env": same_bytes_env(),
     })
+
+
+DVC_COMMAND = """#!{python}
+# Written by `make` (dataops.install) over the dvc command pip installs: the
+# same DVC, counting each stage notebook by its clean form (dataops.dvchash).
+import sys
+
+from dataops.dvchash import install
+
+install()
+from dvc.cli import main
+
+sys.exit(main())
+"""
+
+
+def install_dvc_command(prefix: Path) -> None:
+    command = prefix / "bin" / "dvc"
+    command.write_text(DVC_COMMAND.format(python=sys.executable))
+    command.chmod(0o755)
 
 
 def install_jupyter_settings(prefix: Path) -> None:
@@ -162,9 +184,10 @@ def main() -> int:
     prefix = Path(sys.prefix)
     install_import_path(src)
     install_kernel(prefix)
+    install_dvc_command(prefix)
     install_jupyter_settings(prefix)
     install_workspace(src.parent)
-    print(f"installed: kernel '{KERNEL}', JupyterLab settings, offline plots page, git notebook filter")
+    print(f"installed: kernel '{KERNEL}', dvc command, JupyterLab settings, offline plots page, git notebook filter")
     return 0
 
 

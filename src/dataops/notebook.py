@@ -103,6 +103,18 @@ def _in_reports(path: Path) -> bool:
     return False
 
 
+def clean_md5(path: Path):
+    """(md5, size) of a notebook's clean form, the bytes git stores for it;
+    None if the file is not a notebook (then only its own bytes can count)."""
+    import hashlib
+
+    try:
+        clean = dumps(strip(json.loads(path.read_bytes()))).encode()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return hashlib.md5(clean).hexdigest(), len(clean)
+
+
 def pre_save_hook(model, path="", contents_manager=None, **kwargs):
     """jupyter_server's FileContentsManager.pre_save_hook: save notebooks
     stripped, and refuse to save over reports/, which `dvc repro` writes and

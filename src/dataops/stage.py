@@ -33,7 +33,7 @@ from ruamel.yaml import YAMLError
 
 from dataops import STAGE, WorkspaceError, paths
 from dataops.install import KERNEL
-from dataops.notebook import dumps, tidy_executed, trust
+from dataops.notebook import clean_md5, dumps, tidy_executed, trust
 from dataops.params import parse, read
 
 RECOVERY = "The last commit's data and model, all of them: git checkout HEAD -- dvc.lock && dvc checkout --force"
@@ -143,9 +143,11 @@ def _stage(root: Path, notebook: Path):
 
 
 def _digest(path: Path):
-    """md5 of a file, or of every file in a folder but the ones .dvcignore lists."""
+    """md5 of a file (of a notebook: of its clean form, as DVC counts it, see
+    dataops.dvchash), or of every file in a folder but the ones .dvcignore lists."""
     if path.is_file():
-        return hashlib.md5(path.read_bytes()).hexdigest()
+        clean = clean_md5(path) if path.suffix == ".ipynb" else None
+        return clean[0] if clean else hashlib.md5(path.read_bytes()).hexdigest()
     if not path.is_dir():
         return None
     digest = hashlib.md5()
