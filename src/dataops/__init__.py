@@ -10,6 +10,11 @@ class WorkspaceError(Exception):
     """A problem a student can fix: the message says which file, key or column
     and what is allowed. Shown without a traceback."""
 
+    def _render_traceback_(self):
+        """IPython's protocol: an exception with this method is shown as the
+        lines it returns, here one, in place of a traceback (the cell still fails)."""
+        return [f"WorkspaceError: {self}"]
+
 
 def find_root() -> Path:
     """The workspace root: $DATAOPS_ROOT if set (the test sandbox uses it),
@@ -63,25 +68,13 @@ def output_paths() -> Paths:
     return Paths(root) if os.environ.get(STAGE) else Paths(root, root / "scratch")
 
 
-def _show_workspace_errors_briefly():
-    """In a Jupyter kernel, a WorkspaceError shows as one readable line instead
-    of a traceback; the cell is still marked as failed."""
-    ipython = sys.modules.get("IPython")  # only inside a running IPython, never imported here
-    shell = ipython.get_ipython() if ipython else None
-    if shell is None or not hasattr(shell, "_showtraceback"):
-        return
-
-    def brief(shell, etype, value, tb, tb_offset=None):
-        shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
-
-    shell.set_custom_exc((WorkspaceError,), brief)
-    _note_a_kernel_without_pins()
-
-
 def _note_a_kernel_without_pins():
     """A kernel started from the bare interpreter (VS Code offers one) lacks the
     workspace kernel's pinned numerics: say so once, as its results may differ
     in their last bits from `dvc repro`'s."""
+    ipython = sys.modules.get("IPython")  # only inside a running IPython, never imported here
+    if ipython is None or ipython.get_ipython() is None:
+        return
     from dataops.install import same_bytes_env
 
     missing = sorted(key for key, value in same_bytes_env().items() if os.environ.get(key) != value)
@@ -90,4 +83,4 @@ def _note_a_kernel_without_pins():
               f"model it writes can differ in its last bits from dvc repro's. Pick that kernel.", file=sys.stderr)
 
 
-_show_workspace_errors_briefly()
+_note_a_kernel_without_pins()

@@ -69,7 +69,8 @@ def install_kernel(prefix: Path) -> None:
     _write_json(prefix / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json", {
         # Quiet the kernel's own log: its per-start "running over TCP without
         # encryption" warning is noise on a loopback-only teaching machine.
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+        # ipykernel's launcher, without debugpy in headless runs (dataops.kernel).
+        "argv": [sys.executable, "-m", "dataops.kernel", "-f", "{connection_file}",
                  "--IPKernelApp.log_level=ERROR"],
         "display_name": "Python (dataops)",
         "language": "python",

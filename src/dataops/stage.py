@@ -33,6 +33,8 @@ from ruamel.yaml import YAMLError
 
 from dataops import STAGE, WorkspaceError, paths
 from dataops.install import KERNEL
+from dataops.kernel import start as start_kernel
+from dataops.kernel import stop as stop_kernel
 from dataops.notebook import clean_md5, dumps, tidy_executed, trust
 from dataops.params import parse, read
 
@@ -77,55 +79,6 @@ def headlines(cells) -> list:
                 found.append(line.lstrip("# ")[:70])
         previous = cell
     return found
-
-
-def _start_kernel(name, cwd):
-    """Launch the notebook's kernel without waiting for it: papermill waits until it is ready."""
-    from queue import Empty
-
-    from jupyter_client.asynchronous import AsyncKernelClient
-    from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.utils import run_sync
-
-    class Client(AsyncKernelClient):
-        async def wait_for_ready(self, timeout=None):
-            """jupyter_client's handshake (a kernel_info reply, then one IOPub message to
-            show that output will arrive) without its last step: listening 0.2 s for
-            more IOPub messages only to drop them. nbclient ignores any message that
-            does not answer one of its cells."""
-            deadline = time.monotonic() + (timeout or 60)
-            while time.monotonic() < deadline:
-                self.kernel_info()
-                try:
-                    reply = await self.shell_channel.get_msg(timeout=1)
-                    if reply["msg_type"] == "kernel_info_reply":
-                        await self.iopub_channel.get_msg(timeout=0.2)
-                        self._handle_kernel_info_reply(reply)
-                        return
-                except Empty:
-                    pass
-                if not await self.is_alive():
-                    raise RuntimeError("Kernel died before replying to kernel_info")
-            raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
-
-    kernel = AsyncKernelManager(kernel_name=name, client_factory=Client)
-    # As papermill's own start: no IPython history database for a headless run.
-    run_sync(kernel.start_kernel)(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
-    return kernel
-
-
-def _stop_kernel(kernel):
-    """Every cell has finished and written its files: kill the kernel at once.
-
-    Waiting on the process ourselves reaps it as soon as it is gone;
-    jupyter_client alone polls every 0.1 s. shutdown_kernel then only tidies up
-    (connection file, sockets).
-    """
-    from jupyter_core.utils import run_sync
-
-    run_sync(kernel.provisioner.kill)()
-    kernel.provisioner.process.wait()
-    run_sync(kernel.shutdown_kernel)(now=True)
 
 
 def _stage(root: Path, notebook: Path):
@@ -284,7 +237,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     started = time.perf_counter()
     kernel = None
     try:
-        kernel = _start_kernel(kernel_name, cwd=where.root / notebook.parent)
+        kernel = start_kernel(kernel_name, cwd=where.root / notebook.parent)
         # The kernel boots (about 0.5 s) while papermill is imported (about 0.3 s).
         logging.getLogger("papermill").setLevel(logging.ERROR)
         import papermill
@@ -316,7 +269,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
         raise StageFailed(f"could not read or write {error.filename or 'a file'}: {error.strerror or error}") from None
     finally:
         if kernel is not None:
-            _stop_kernel(kernel)
+            stop_kernel(kernel)
 
     changed = _changed(where.root, stage, written, before)
     if changed:

@@ -1,0 +1,56 @@
+"""The workspace kernel (dataops.kernel): the runner's speed-ups and their stock fallback, debugpy
+only where a debugger can attach, and WorkspaceError as one line through IPython's own protocol."""
+
+import os
+
+import psutil
+import pytest
+
+from helpers import run, set_param
+
+
+def kernel_says(root, code, env=None):
+    """Run code in a real 'dataops' kernel started the way the runner starts it; what it printed."""
+    from dataops import kernel
+
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        manager = kernel.start("dataops", cwd=root / "notebooks")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    client = manager.blocking_client()
+    client.start_channels()
+    printed = []
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive(code, timeout=60, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "") if msg["msg_type"] == "stream" else
+            "\n".join(msg["content"].get("traceback", [])) if msg["msg_type"] == "error" else ""))
+    finally:
+        client.stop_channels()
+        kernel.stop(manager)
+    return reply["content"], "".join(printed)
+
+
+def test_a_headless_stage_kernel_skips_debugpy_and_jupyterlabs_keeps_it(clone):
+    code = "import sys; print('debugpy' in sys.modules and sys.modules['debugpy'] is not None)"
+    assert kernel_says(clone, code, {"DATAOPS_STAGE": "train_model"})[1].strip() == "False"
+    assert kernel_says(clone, code)[1].strip() == "True"
+
+
+def test_a_workspace_error_shows_as_one_line_through_render_traceback(clone):
+    content, printed = kernel_says(clone, "from dataops import WorkspaceError\nraise WorkspaceError('params.yaml: x')")
+    assert content["status"] == "error" and content["ename"] == "WorkspaceError"
+    assert printed == "WorkspaceError: params.yaml: x"
+
+
+@pytest.mark.parametrize("stock", ["0", "1"], ids=["tested jupyter_client", "stock fallback"])
+def test_stages_run_with_the_speed_ups_and_with_stock_jupyter_client(workspace, stock):
+    set_param(workspace, "process.test_size", 0.25)
+    result = run("dvc repro process_data", cwd=workspace, env={"DATAOPS_STOCK_KERNEL": stock})
+    assert "✓ process_data" in result.stdout
+    kernels = [p for p in psutil.process_iter(["cmdline", "cwd"]) if "dataops.kernel" in (p.info["cmdline"] or [])
+               and str(workspace) in (p.info["cwd"] or "")]
+    assert kernels == [], "no kernel left running"
