@@ -29,7 +29,7 @@ endif
 
 # --compile-bytecode writes every .pyc at install, so no run pays to compile
 # (where PYTHONDONTWRITEBYTECODE is set, Python would compile on every import).
-$(VENV)/.installed: requirements.txt src/dataops/install.py
+$(VENV)/.installed: requirements.txt src/dataops/install.py src/dataops/kernel.py
 	@test -L $(VENV) || [ "$$(cat $(VENV)/.made-in 2>/dev/null)" = "$(CURDIR)" ] || { \
 	  $(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
 	    echo "The pinned packages need Python 3.11, 3.12 or 3.13; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \

@@ -34,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import make_clone, set_param, workspace_env  # noqa: E402  (the tests' helpers, reused)
-from dataops.install import KERNEL, same_bytes_env  # noqa: E402
+from dataops.kernel import KERNEL, same_bytes_env  # noqa: E402
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
 

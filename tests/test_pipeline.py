@@ -1,5 +1,7 @@
 """`dvc repro` on the notebook pipeline does what the README promises."""
 
+import ast
+import json
 from pathlib import Path
 
 import yaml
@@ -82,6 +84,53 @@ def test_paths_in_dvc_yaml_are_the_ones_the_notebooks_use(reproduced):
         notebook = stage["cmd"].split()[-1]
         assert notebook in stage["deps"] and notebook.endswith(f"_{name}.ipynb")
         assert f"reports/{Path(notebook).name}" in stage["outs"]
+
+
+def _dataops_imports(code: str) -> set:
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "dataops":
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "dataops")
+    return found
+
+
+def _modules_used(code: str) -> set:
+    """The files of src/dataops that this code runs, following imports (dataops/__init__ always)."""
+    todo, files = [code], {"src/dataops/__init__.py"}
+    while todo:
+        for name in _dataops_imports(todo.pop()):
+            path = REPO / "src" / (name.replace(".", "/") + ".py")
+            if path.is_file() and str(path.relative_to(REPO)) not in files:
+                files.add(str(path.relative_to(REPO)))
+                todo.append(path.read_text())
+    return files
+
+
+def test_each_stage_depends_on_exactly_the_modules_it_runs():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    runner = _modules_used("import dataops.stage")
+    for name, stage in stages.items():
+        notebook = json.loads((REPO / stage["cmd"].split()[-1]).read_text())
+        code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+        declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
+        assert declared == runner | _modules_used(code), name
+
+
+def test_editing_a_module_no_stage_uses_reruns_nothing(workspace):
+    lock = (workspace / "dvc.lock").read_text()
+    for module in ("install.py", "lockcheck.py", "dvchash.py"):
+        with open(workspace / "src/dataops" / module, "a") as file:
+            file.write("# a comment\n")
+    assert "up to date" in run("dvc status", cwd=workspace).stdout
+    assert "Running stage" not in run("dvc repro", cwd=workspace).stdout
+    assert (workspace / "dvc.lock").read_text() == lock
+    with open(workspace / "src/dataops/model.py", "a") as file:  # used by train and evaluate
+        file.write("# a comment\n")
+    status = run("dvc status", cwd=workspace).stdout
+    assert "train_model" in status and "evaluate" in status and "get_data" not in status, status
 
 
 def test_dvc_sends_no_analytics_and_checks_for_no_updates(clone):

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from helpers import REPO, md5, new_machine_env
-from dataops.install import same_bytes_env
+from dataops.kernel import same_bytes_env
 from dataops.lockcheck import verdict
 
 

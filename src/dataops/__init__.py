@@ -75,7 +75,7 @@ def _note_a_kernel_without_pins():
     ipython = sys.modules.get("IPython")  # only inside a running IPython, never imported here
     if ipython is None or ipython.get_ipython() is None:
         return
-    from dataops.install import same_bytes_env
+    from dataops.kernel import same_bytes_env
 
     missing = sorted(key for key, value in same_bytes_env().items() if os.environ.get(key) != value)
     if missing:

@@ -17,13 +17,13 @@
 import base64
 import hashlib
 import json
-import platform
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
-KERNEL = "dataops"
+from dataops.kernel import KERNEL, same_bytes_env
+
 # The filter needs only the standard library, so any python3 runs it, and its
 # path is relative to the repository: it works in every clone and in the
 # temporary copies `dvc exp run --queue` makes, which have no .venv.
@@ -33,36 +33,6 @@ FILTER = "python3 src/dataops/notebook.py clean"
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-# glibc's names for the CPU features that pick its libm variants (exp, log, pow
-# with or without FMA), in the spellings of glibc >= 2.33 and of 2.26-2.32;
-# a name a glibc does not know is ignored.
-_GLIBC_ABOVE_X86_64_V2 = ["AVX", "AVX2", "FMA", "FMA4", "AVX512F", "AVX512VL", "AVX512BW", "AVX512DQ", "AVX512CD"]
-_GLIBC_MASK = "glibc.cpu.hwcaps=" + ",".join(
-    [f"-{name}" for name in _GLIBC_ABOVE_X86_64_V2] + [f"-{name}_Usable" for name in _GLIBC_ABOVE_X86_64_V2])
-
-
-def same_bytes_env(machine=None, system=None) -> dict:
-    """What the kernel pins so that every x86_64 CPU computes the same bytes.
-
-    Measured (README, "Same bytes on every machine"): the fitted logistic
-    regression changed in its last bits with OpenBLAS's CPU-specific kernel,
-    with its number of threads (OpenBLAS splits dot products by core count)
-    and with glibc's libm variant (FMA or not). Each is pinned to a choice that
-    every CPU able to run the pinned numpy wheels (x86-64-v2) supports:
-    OpenBLAS's Nehalem kernels, one thread, glibc's plain SSE2 libm. numpy's
-    own SIMD paths were measured too and change nothing, so they stay fast.
-    Other architectures (arm64) run other code altogether: nothing to pin.
-    """
-    machine = (machine or platform.machine()).lower()
-    system = system or platform.system()
-    if machine not in ("x86_64", "amd64"):
-        return {}
-    env = {"OPENBLAS_CORETYPE": "Nehalem", "OPENBLAS_NUM_THREADS": "1"}
-    if system == "Linux":
-        env["GLIBC_TUNABLES"] = _GLIBC_MASK
-    return env
 
 
 def install_kernel(prefix: Path) -> None:

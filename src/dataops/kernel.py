@@ -1,4 +1,5 @@
-"""The workspace kernel's life, in one place: how it starts, and how the stage runner starts and stops it.
+"""The workspace kernel's life, in one place: the numerics it pins, how it
+starts, and how the stage runner starts and stops it.
 
 ``python -m dataops.kernel -f CONNECTION_FILE`` is the kernel's command in its
 kernelspec (dataops.install). It is ipykernel's own launcher, plus one thing:
@@ -18,14 +19,46 @@ with any other version the runner takes jupyter_client's stock behaviour:
 """
 
 import os
+import platform
 import sys
 import time
 from importlib.metadata import version
 
+KERNEL = "dataops"  # the kernelspec every notebook names, installed by `make` with same_bytes_env()
 TESTED = "8.10.0"  # jupyter_client, as pinned in requirements.txt
+
+# glibc's names for the CPU features that pick its libm variants (exp, log, pow
+# with or without FMA), in the spellings of glibc >= 2.33 and of 2.26-2.32;
+# a name a glibc does not know is ignored.
+_GLIBC_ABOVE_X86_64_V2 = ["AVX", "AVX2", "FMA", "FMA4", "AVX512F", "AVX512VL", "AVX512BW", "AVX512DQ", "AVX512CD"]
+_GLIBC_MASK = "glibc.cpu.hwcaps=" + ",".join(
+    [f"-{name}" for name in _GLIBC_ABOVE_X86_64_V2] + [f"-{name}_Usable" for name in _GLIBC_ABOVE_X86_64_V2])
+
+
+def same_bytes_env(machine=None, system=None) -> dict:
+    """What the kernel pins so that every x86_64 CPU computes the same bytes.
+
+    Measured (README, "Same bytes on every machine"): the fitted logistic
+    regression changed in its last bits with OpenBLAS's CPU-specific kernel,
+    with its number of threads (OpenBLAS splits dot products by core count)
+    and with glibc's libm variant (FMA or not). Each is pinned to a choice that
+    every CPU able to run the pinned numpy wheels (x86-64-v2) supports:
+    OpenBLAS's Nehalem kernels, one thread, glibc's plain SSE2 libm. numpy's
+    own SIMD paths were measured too and change nothing, so they stay fast.
+    Other architectures (arm64) run other code altogether: nothing to pin.
+    """
+    machine = (machine or platform.machine()).lower()
+    system = system or platform.system()
+    if machine not in ("x86_64", "amd64"):
+        return {}
+    env = {"OPENBLAS_CORETYPE": "Nehalem", "OPENBLAS_NUM_THREADS": "1"}
+    if system == "Linux":
+        env["GLIBC_TUNABLES"] = _GLIBC_MASK
+    return env
 
 
 def fast_path() -> bool:
+    """Use the speed-ups below: only with the tested jupyter_client (DATAOPS_STOCK_KERNEL=1 turns them off)."""
     return version("jupyter_client") == TESTED and os.environ.get("DATAOPS_STOCK_KERNEL") != "1"
 
 

@@ -97,20 +97,24 @@ def _misspelt(values, schema) -> set:
 
 
 def _check(values, schema, prefix, found):
-    names = ", ".join(schema)
+    """Append a line to `found` for every problem in `values` against `schema`:
+    the sections of params.yaml when `prefix` is empty, else a section's keys."""
+    kind, names = ("section" if not prefix else "key"), ", ".join(schema)
     if not isinstance(values, dict):
-        found.append(f"{prefix}: must be a mapping of keys ({names}), not {values!r}")
+        found.append(f"params.yaml must be a mapping of sections ({names}), not {type(values).__name__}"
+                     if not prefix else f"{prefix}: must be a mapping of keys ({names}), not {values!r}")
         return
     for key in values:
         if key not in schema:
-            found.append(f"{prefix}.{key}: unknown key{_nearest(key, schema)}; allowed: {names}")
+            found.append(f"{prefix}{'.' if prefix else ''}{key}: unknown {kind}{_nearest(key, schema)}; "
+                         f"allowed: {names}")
     for key, rule in schema.items():
-        where = f"{prefix}.{key}"
+        where = f"{prefix}.{key}" if prefix else key
         if key not in values and key in _misspelt(values, schema):
             continue
         if key not in values:
             needs = f"it needs the keys {', '.join(rule)}" if isinstance(rule, dict) else f"it {rule.allowed()}"
-            found.append(f"{where}: missing; {needs}")
+            found.append(f"{where}: missing{' section' if not prefix else ''}; {needs}")
         elif isinstance(rule, dict):
             _check(values[key], rule, where, found)
         elif not rule.accepts(values[key]):
@@ -119,22 +123,10 @@ def _check(values, schema, prefix, found):
 
 def problems(data, schema=SCHEMA) -> list[str]:
     """Every problem in a parsed params.yaml, one readable line each."""
-    sections = ", ".join(schema)
     if data is None:
-        return [f"params.yaml is empty: it needs the sections {sections}"]
-    if not isinstance(data, dict):
-        return [f"params.yaml must be a mapping of sections ({sections}), not {type(data).__name__}"]
+        return [f"params.yaml is empty: it needs the sections {', '.join(schema)}"]
     found = []
-    for section in data:
-        if section not in schema:
-            found.append(f"{section}: unknown section{_nearest(section, schema)}; allowed: {sections}")
-    for section, keys in schema.items():
-        if section not in data and section in _misspelt(data, schema):
-            continue
-        if section not in data:
-            found.append(f"{section}: missing section; it needs the keys {', '.join(keys)}")
-        else:
-            _check(data[section], keys, section, found)
+    _check(data, schema, "", found)
     return found
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from ruamel.yaml import YAMLError
 
 from dataops import STAGE, WorkspaceError, paths
-from dataops.install import KERNEL
+from dataops.kernel import KERNEL
 from dataops.kernel import start as start_kernel
 from dataops.kernel import stop as stop_kernel
 from dataops.notebook import clean_md5, dumps, tidy_executed, trust
