@@ -10,7 +10,8 @@ def test_benchmark_smoke_run_fills_every_row(tmp_path):
     result = run(f"python bench/bench.py --repeat 1 --sweep-repeat 1 --sizes 1000 --json {out}", cwd=REPO)
     table = json.loads(out.read_text())
     expected = {"pipeline, notebooks: dvc repro --force", "pipeline, scripts: dvc repro --force",
-                "no-op dvc repro", "nbval on the stage notebooks", "git status after touching every notebook",
+                "no-op dvc repro", "one-parameter change (process.test_size): dvc repro",
+                "nbval on the stage notebooks", "git status after touching every notebook",
                 "sweep    1000 rows, notebooks", "sweep    1000 rows, scripts"}
     expected |= {f"{nb.stem}, {kind}" for nb in sorted((REPO / "notebooks").glob("0*.ipynb"))
                  for kind in ("notebook", "script")}
@@ -20,5 +21,6 @@ def test_benchmark_smoke_run_fills_every_row(tmp_path):
     assert "| no-op dvc repro" in result.stdout
     # Each of the targets is judged in the output (the 10^6-row one needs that size).
     judged = [line for line in result.stdout.splitlines() if line.startswith("target ")]
-    assert len(judged) == 1 + 4 + 4 + 2, judged
+    # pipeline ratio, 4 stages x (s, MB), no-op, full repro, one-parameter change, git status
+    assert len(judged) == 1 + 4 + 4 + 4, judged
     assert all(line.endswith((" met", " MISSED")) for line in judged)

@@ -1,0 +1,79 @@
+"""Where a stage's seconds go: its wall time, and the imports that take the most of it.
+
+    .venv/bin/python bench/profile.py            # in a temporary clone of this workspace
+    .venv/bin/python bench/profile.py --root DIR # in a reproduced workspace (rewrites its outputs, same bytes)
+
+Runs each stage as `dvc repro` does (`python -m dataops.stage`, which starts
+the stage's kernel) with PYTHONPROFILEIMPORTTIME=1, which both the runner and
+its kernel inherit, and prints, per stage, the wall time and the ten
+packages whose modules took longest to import (each module's own time,
+summed by package; runner and kernel together, so a package both import
+counts twice). Median of --repeat runs.
+"""
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from helpers import make_clone, run, workspace_env  # noqa: E402
+
+LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)$")
+
+
+def profile(root: Path, notebook: str, repeat: int):
+    env = {**os.environ, **workspace_env(root), "PYTHONPROFILEIMPORTTIME": "1"}
+    walls, imports = [], collections.defaultdict(list)
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "dataops.stage", notebook], cwd=root, env=env,
+                                capture_output=True, text=True)
+        walls.append(time.perf_counter() - started)
+        if result.returncode:
+            raise SystemExit(f"{notebook} failed:\n{result.stdout}\n{result.stderr[-2000:]}")
+        totals = collections.Counter()
+        for line in result.stderr.splitlines():
+            found = LINE.match(line)
+            if found:  # each module's own time, summed by its package
+                totals[found.group(4).split(".")[0]] += int(found.group(1))
+        for name, micros in totals.items():
+            imports[name].append(micros / 1e6)
+    top = sorted(((statistics.median(v), k) for k, v in imports.items()), reverse=True)[:10]
+    return statistics.median(walls), top
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, help="a reproduced workspace to profile in")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = None
+    if args.root:
+        root = args.root.resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="dataops-profile-"))
+        root = make_clone(work / "ws")
+        run("dvc repro", cwd=root)
+    try:
+        for notebook in sorted((root / "notebooks").glob("0*.ipynb")):
+            wall, top = profile(root, f"notebooks/{notebook.name}", args.repeat)
+            print(f"\n{notebook.stem}: {wall:.2f} s wall (runner + kernel); import time by package:")
+            for seconds, name in top:
+                print(f"  {seconds:6.3f} s  {name}")
+    finally:
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
