@@ -48,8 +48,10 @@ repro: setup
 	dvc repro
 	@python -m dataops.lockcheck
 
+# One pytest worker per core, up to four: the tests mostly wait on kernels,
+# DVC and git. Quick loop: .venv/bin/pytest -m "not slow"
 test: setup
-	pytest --nbval-lax
+	pytest --nbval-lax -n auto --maxprocesses 4
 
 # JupyterLab on 127.0.0.1, opened at notebooks/, saving notebooks stripped
 # (settings that `make` wrote into .venv). Extra flags: make lab LAB_ARGS=...

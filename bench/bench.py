@@ -138,7 +138,8 @@ def main() -> int:
         py_root = make_clone(work / "scripts-ws")
         scripts_workspace(py_root)
         env_nb = {**os.environ, **workspace_env(nb_root)}
-        env_py = {**os.environ, **workspace_env(py_root)}
+        # The scripts stand in for stages: they write the pipeline's files, not scratch/.
+        env_py = {**os.environ, **workspace_env(py_root), "DATAOPS_STAGE": "script"}
         if args.native:
             # The same kernel without its "env", found first through JUPYTER_PATH.
             spec = json.loads((Path(sys.prefix) / "share/jupyter/kernels" / KERNEL / "kernel.json").read_text())
@@ -162,7 +163,8 @@ def main() -> int:
 
         # What a student waits for after changing one knob: process, train and evaluate rerun.
         # Each run sets a value not run before, or DVC's run cache would restore the outputs.
-        sizes = iter(round(0.3 + i / 1000, 3) for i in range(1000))
+        # Steps of 0.01 (1.5 of iris's 150 rows), so each value changes the split and all three stages rerun.
+        sizes = iter(round(0.25 + i / 100, 2) for i in range(45))
         rows |= repeat(n, {"one-parameter change (process.test_size): dvc repro": ("dvc repro", nb_root, env_nb)},
                        before=lambda: set_param(nb_root, "process.test_size", next(sizes)))
         subprocess.run("git checkout -q params.yaml && dvc repro -q", shell=True, cwd=nb_root, env=env_nb, check=True)

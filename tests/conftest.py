@@ -12,6 +12,18 @@ import pytest
 from helpers import CHROMIUM, free_port, make_clone, run, workspace_env
 
 
+# What makes a test slow: it runs the pipeline (these fixtures all do), or, for
+# nbval's items, the notebooks. `pytest -m "not slow"` skips those: the quick
+# loop while changing a helper (about half a minute); `make test` runs all.
+RUNS_THE_PIPELINE = {"reproduced", "workspace", "lab", "made"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if RUNS_THE_PIPELINE & set(getattr(item, "fixturenames", ())) or item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory) -> Path:
     """A clone after `dvc repro`. Read-only: copy it (the `workspace` fixture) to change it."""

@@ -38,17 +38,42 @@ CASES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def iris_csv():
+    """The raw file as get_data writes it, without running the pipeline."""
+    from sklearn.datasets import load_iris
+
+    return load_iris(as_frame=True).frame.to_csv(index=False)
+
+
 @pytest.mark.parametrize("how, message", CASES, ids=[c[0] for c in CASES])
-def test_damaged_raw_data_fails_clearly_and_loses_nothing(workspace, how, message):
+def test_damaged_raw_data_is_named_in_one_line(iris_csv, tmp_path, monkeypatch, how, message):
+    """Each damage's message, checked in process; the stage prints exactly this line."""
+    from dataops import WorkspaceError
+    from dataops.data import read_dataset
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    raw = tmp_path / RAW
+    raw.parent.mkdir(parents=True)
+    raw.write_text(damage(iris_csv, how))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATAOPS_ROOT", raising=False)
+    with pytest.raises(WorkspaceError) as error:
+        read_dataset(raw)
+    assert str(error.value).startswith(message)
+
+
+def test_damaged_raw_data_fails_the_stage_clearly_and_loses_nothing(workspace):
+    """End to end, once: the stage that reads the file fails in one line and keeps every good file."""
     good = {out: locked_md5(workspace, out) for out in (RAW, "data/processed/train.csv", "models/model.skops")}
     raw = workspace / RAW
-    raw.write_text(damage(raw.read_text(), how))
+    raw.write_text(damage(raw.read_text(), "cut mid-line"))
     # --single-item: run only the stage that reads the file, as a student does
     # in JupyterLab; a full `dvc repro` would first rebuild the raw file.
     result = run("dvc repro --single-item --force process_data", cwd=workspace, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert message in output
+    assert "✗ process_data: failed in cell [2]: " + CASES[3][1] in output
     assert "Traceback" not in output
     assert md5(workspace / "models/model.skops") == good["models/model.skops"]
 

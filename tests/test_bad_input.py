@@ -1,8 +1,12 @@
 """A wrong value in params.yaml fails with one readable line and loses nothing."""
 
-import pytest
+import copy
 
-from helpers import locked_md5, md5, run, set_param
+import pytest
+import yaml
+
+from dataops.params import problems
+from helpers import DEFAULTS, locked_md5, md5, run, set_param
 
 CASES = [
     ("process.test_size", "1.5", "process.test_size = 1.5: must be a number between 0 and 1 (exclusive)"),
@@ -19,14 +23,33 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("key, value, message", CASES, ids=[f"{k}={v}" for k, v, _ in CASES])
-def test_bad_parameter_fails_with_one_clear_line_and_loses_nothing(workspace, key, value, message):
+def _params_with(key, value):
+    params = copy.deepcopy(DEFAULTS)
+    *parents, name = key.split(".")
+    node = params
+    for parent in parents:
+        node = node[parent]
+    node[name] = yaml.safe_load(value)
+    return params
+
+
+@pytest.mark.parametrize("key, value, message", CASES, ids=[f"{k}={v}" for k, v in [c[:2] for c in CASES]])
+def test_bad_parameter_is_named_in_one_line(key, value, message):
+    """The message of each case, checked in process; the runner prints exactly these lines."""
+    found = problems(_params_with(key, value))
+    assert len(found) == 1 and found[0].startswith(message), found
+
+
+@pytest.mark.parametrize("key, value", [("process.test_size", "1.5"), ("process.random_state", '"$(touch INJECTED)"')],
+                         ids=["a bad value", "a shell command as a value"])
+def test_bad_parameter_fails_with_one_clear_line_and_loses_nothing(workspace, key, value):
+    """End to end, once per kind: the stage fails before a kernel starts, runs no value, keeps the model."""
     good = locked_md5(workspace, "models/model.skops")
     set_param(workspace, key, value)
     result = run("dvc repro", cwd=workspace, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert message in output
+    assert f"{key} = " in output
     assert "Traceback" not in output
     assert len(output.splitlines()) < 15, output
     assert not (workspace / "INJECTED").exists()
@@ -46,12 +69,11 @@ def test_misspelt_key_fails_naming_the_key_and_keeps_the_model(workspace):
     assert md5(workspace / "models/model.skops") == good
 
 
-def test_unknown_key_is_named_with_what_is_allowed(workspace):
-    set_param(workspace, "train.logistic_regression.max_iter", 300)
-    set_param(workspace, "train.learning_rate", 0.1)
-    result = run("dvc repro", cwd=workspace, check=False)
-    assert result.returncode != 0
-    assert "train.learning_rate: unknown key; allowed: model, random_state, logistic_regression" in result.stdout
+def test_unknown_key_is_named_with_what_is_allowed():
+    params = _params_with("train.logistic_regression.max_iter", "300")
+    params["train"]["learning_rate"] = 0.1
+    assert problems(params) == ["train.learning_rate: unknown key; allowed: model, random_state, "
+                                "logistic_regression, random_forest, svc"]
 
 
 def test_last_good_model_comes_back_with_one_command(workspace):

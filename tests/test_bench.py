@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from helpers import REPO, run
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_run_fills_every_row(tmp_path):
     out = tmp_path / "bench.json"
     result = run(f"python bench/bench.py --repeat 1 --sweep-repeat 1 --sizes 1000 --json {out}", cwd=REPO)

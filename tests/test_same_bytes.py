@@ -58,6 +58,7 @@ def first_venv():
     return {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("machine", MACHINES)
 def test_fresh_clone_make_reproduces_the_committed_lock_on_every_machine(machine, first_venv, tmp_path):
     extra, minor = MACHINES[machine]

@@ -9,6 +9,7 @@ machine made."""
 
 import re
 
+import pytest
 import yaml
 
 from helpers import REPO, md5, run
@@ -72,8 +73,10 @@ def committed_elsewhere(root, env):
     run("git commit -qam 'Pipeline, reproduced on an arm64 Mac'", cwd=root, env=env)
 
 
+@pytest.mark.slow
 def test_walkthrough_and_exercises_run_top_to_bottom_on_any_machine(clone, tmp_path):
-    env = {**GIT_IDENTITY, **ANOTHER_CPU, "HOME": str(tmp_path)}
+    # COLUMNS: DVC wraps its tables at the terminal's width, and a test's paths are long.
+    env = {**GIT_IDENTITY, **ANOTHER_CPU, "HOME": str(tmp_path), "COLUMNS": "200"}
     committed_elsewhere(clone, env)
     # What `make` runs once the venv is there.
     made = run("dvc repro && python -m dataops.lockcheck", cwd=clone, env=env)
