@@ -124,6 +124,10 @@ def main():
         del sys.path[0]
     if os.environ.get("DATAOPS_STAGE"):
         sys.modules["debugpy"] = None  # ipykernel then runs without its debugger
+    # `-m dataops.kernel` imported the package: forget it, so that the notebook's
+    # own `import dataops` runs it inside the kernel, as with ipykernel's launcher.
+    for name in [name for name in sys.modules if name.split(".")[0] == "dataops"]:
+        del sys.modules[name]
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()
