@@ -22,7 +22,6 @@ import os
 import platform
 import sys
 import time
-from importlib.metadata import version
 
 KERNEL = "dataops"  # the kernelspec every notebook names, installed by `make` with same_bytes_env()
 TESTED = "8.10.0"  # jupyter_client, as pinned in requirements.txt
@@ -59,7 +58,9 @@ def same_bytes_env(machine=None, system=None) -> dict:
 
 def fast_path() -> bool:
     """Use the speed-ups below: only with the tested jupyter_client (DATAOPS_STOCK_KERNEL=1 turns them off)."""
-    return version("jupyter_client") == TESTED and os.environ.get("DATAOPS_STOCK_KERNEL") != "1"
+    import jupyter_client
+
+    return jupyter_client.__version__ == TESTED and os.environ.get("DATAOPS_STOCK_KERNEL") != "1"
 
 
 def _client_class():

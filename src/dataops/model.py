@@ -4,7 +4,6 @@ whatever code the file carries, while skops only rebuilds trusted types."""
 import io
 import json
 import zipfile
-from importlib.metadata import version
 from pathlib import Path
 
 from dataops import WorkspaceError
@@ -21,7 +20,9 @@ def _import_skops():
     Another skops version is imported as it is."""
     import sys
 
-    if "skops.io" in sys.modules or version("skops") != "0.16.0":
+    import skops
+
+    if "skops.io" in sys.modules or skops.__version__ != "0.16.0":
         import skops.io
 
         return skops.io
