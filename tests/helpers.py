@@ -9,8 +9,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,3 +135,27 @@ def new_machine_env(extra=None):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATAOPS_ROOT")}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     return {**env, **(extra or {})}
+
+
+def kernels_in(root, wait=0.0):
+    """Kernel processes still running in this workspace, after waiting up to `wait` seconds for them to go."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for process in psutil.process_iter(["cmdline", "cwd"]):
+            command = process.info["cmdline"] or []
+            # The workspace kernel is `python -m dataops.kernel`; ipykernel's own launcher, any other.
+            if {"dataops.kernel", "ipykernel_launcher"} & set(command) and \
+                    str(process.info["cwd"] or "").startswith(str(root)):
+                found.append(process)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def save_through_jupyter(url, token, path, content):
+    """PUT a notebook through a Jupyter server's contents API, as JupyterLab's Save does."""
+    body = json.dumps({"type": "notebook", "format": "json", "content": content}).encode()
+    request = urllib.request.Request(f"{url}/api/contents/{path}?token={token}", data=body, method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30)

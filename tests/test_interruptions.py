@@ -5,10 +5,9 @@ import signal
 import subprocess
 import time
 
-import psutil
 import pytest
 
-from helpers import edit_cell, locked_md5, md5, run, workspace_env
+from helpers import edit_cell, kernels_in, locked_md5, md5, run, workspace_env
 
 OUTPUTS = ["data/processed/train.csv", "models/model.skops", "reports/metrics.json"]
 
@@ -32,22 +31,6 @@ def start(cmd, root):
         if "train_model [3/" in line:  # the 5 s fit of slow_training
             return process
     raise AssertionError(f"training never started: {process.wait()}")
-
-
-def kernels_in(root, wait=0.0):
-    """Kernel processes still running in this workspace, after waiting up to `wait` seconds for them to go."""
-    deadline = time.monotonic() + wait
-    while True:
-        found = []
-        for process in psutil.process_iter(["cmdline", "cwd"]):
-            command = process.info["cmdline"] or []
-            # The workspace kernel is `python -m dataops.kernel`; ipykernel's own launcher, any other.
-            if {"dataops.kernel", "ipykernel_launcher"} & set(command) and \
-                    str(process.info["cwd"] or "").startswith(str(root)):
-                found.append(process)
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.2)
 
 
 def test_a_stage_leaves_no_kernel_behind(workspace, tmp_path):

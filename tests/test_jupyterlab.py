@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
-from helpers import ARTIFACTS, locked_md5, md5, run, set_param
+from helpers import ARTIFACTS, locked_md5, md5, run, save_through_jupyter, set_param
 
 SHOWN = {
     "01_get_data.ipynb": "iris: 150 rows, 4 features",
@@ -104,11 +104,8 @@ def test_jupyterlab_offers_one_kernel_and_will_not_save_over_a_report(lab, brows
     page.close()
     assert "read-only" in refused
     assert md5(root / report) == before
-    body = json.dumps({"type": "notebook", "format": "json", "content": json.loads((root / report).read_text())})
-    request = urllib.request.Request(f"{url}/api/contents/{report}?token={token}", data=body.encode(), method="PUT",
-                                     headers={"Content-Type": "application/json"})
     try:
-        urllib.request.urlopen(request, timeout=30)
+        save_through_jupyter(url, token, report, json.loads((root / report).read_text()))
         raise AssertionError("a report was saved over")
     except urllib.error.HTTPError as error:
         assert error.code == 403

@@ -3,10 +3,9 @@ only where a debugger can attach, and WorkspaceError as one line through IPython
 
 import os
 
-import psutil
 import pytest
 
-from helpers import run, set_param
+from helpers import kernels_in, run, set_param
 
 
 def kernel_says(root, code, env=None):
@@ -51,6 +50,4 @@ def test_stages_run_with_the_speed_ups_and_with_stock_jupyter_client(workspace, 
     set_param(workspace, "process.test_size", 0.25)
     result = run("dvc repro process_data", cwd=workspace, env={"DATAOPS_STOCK_KERNEL": stock})
     assert "✓ process_data" in result.stdout
-    kernels = [p for p in psutil.process_iter(["cmdline", "cwd"]) if "dataops.kernel" in (p.info["cmdline"] or [])
-               and str(workspace) in (p.info["cwd"] or "")]
-    assert kernels == [], "no kernel left running"
+    assert kernels_in(workspace) == [], "no kernel left running"

@@ -2,12 +2,11 @@
 
 import json
 import sys
-import urllib.request
 
 import nbformat
 import pytest
 
-from helpers import REPO, edit_cell, locked_md5, md5, run, set_param
+from helpers import REPO, edit_cell, locked_md5, md5, run, save_through_jupyter, set_param
 from dataops.notebook import dumps, strip
 from dataops.stage import headlines
 
@@ -134,10 +133,7 @@ def test_saving_a_run_notebook_from_jupyter_leaves_git_and_dvc_clean(lab):
         # What JupyterLab sends after Run All: every output, counts, kernel metadata.
         content = nbformat.read(workspace / "reports" / path.name, as_version=4)
         content.metadata["language_info"] = {"name": "python", "version": "3.11"}
-        body = json.dumps({"type": "notebook", "format": "json", "content": content}).encode()
-        request = urllib.request.Request(f"{url}/api/contents/notebooks/{path.name}?token={token}",
-                                         data=body, method="PUT", headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=30)
+        save_through_jupyter(url, token, f"notebooks/{path.name}", content)
     assert run("git status --porcelain", cwd=workspace).stdout == ""
     assert "up to date" in run("dvc status", cwd=workspace).stdout
 

@@ -123,7 +123,9 @@ def main():
     # As ipykernel_launcher: the current folder leaves sys.path while ipykernel loads.
     if sys.path[0] in ("", os.getcwd()):
         del sys.path[0]
-    if os.environ.get("DATAOPS_STAGE"):
+    from dataops import STAGE  # already imported: `-m dataops.kernel` runs inside the package
+
+    if os.environ.get(STAGE):
         sys.modules["debugpy"] = None  # ipykernel then runs without its debugger
     # `-m dataops.kernel` imported the package: forget it, so that the notebook's
     # own `import dataops` runs it inside the kernel, as with ipykernel's launcher.

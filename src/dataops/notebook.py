@@ -103,16 +103,24 @@ def _in_reports(path: Path) -> bool:
     return False
 
 
-def clean_md5(path: Path):
-    """(md5, size) of a notebook's clean form, the bytes git stores for it;
-    None if the file is not a notebook (then only its own bytes can count)."""
-    import hashlib
-
+def clean(text):
+    """A notebook's clean form, the text git stores for it; None if `text` is not a notebook."""
     try:
-        clean = dumps(strip(json.loads(path.read_bytes()))).encode()
+        return dumps(strip(json.loads(text)))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return hashlib.md5(clean).hexdigest(), len(clean)
+
+
+def clean_md5(path: Path):
+    """(md5, size) of a notebook's clean form, as git's filter writes it; None
+    if the file is not a notebook (then only its own bytes can count)."""
+    import hashlib
+
+    text = clean(path.read_bytes())
+    if text is None:
+        return None
+    data = text.encode()
+    return hashlib.md5(data).hexdigest(), len(data)
 
 
 def pre_save_hook(model, path="", contents_manager=None, **kwargs):
@@ -152,11 +160,8 @@ def clean_filter() -> int:
     """git's clean filter and diff textconv: stdin (or a path) in, stripped notebook out.
     Input that is not a notebook passes through untouched, so git never loses content."""
     raw = open(sys.argv[2], encoding="utf-8").read() if len(sys.argv) > 2 else sys.stdin.read()
-    try:
-        text = dumps(strip(json.loads(raw)))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = raw
-    sys.stdout.write(text)
+    text = clean(raw)
+    sys.stdout.write(raw if text is None else text)
     return 0
 
 
