@@ -21,7 +21,8 @@ setup: $(VENV)/.installed
 # folder's absolute path. .venv/.made-in records the folder once the venv is
 # complete, so a copied or moved workspace, or a venv cut short by Ctrl-C, gets
 # a new one instead of running another folder's code (or failing without pip).
-# A .venv that is a symlink is shared on purpose (the tests do it): left alone.
+# A .venv that is a symlink is shared on purpose (the tests do it): left alone,
+# its kernel, dvc command and import path still naming the workspace it belongs to.
 MADE_IN := $(shell test -L $(VENV) && echo "$(CURDIR)" || cat $(VENV)/.made-in 2>/dev/null)
 ifneq ($(MADE_IN),$(CURDIR))
 $(shell rm -f $(VENV)/.installed)

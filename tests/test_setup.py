@@ -1,11 +1,13 @@
 """`make` on a real machine: interrupted at any point it finishes the next
 time, and a copied or moved workspace runs its own code and repairs its venv."""
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +50,21 @@ def test_make_interrupted_at_any_point_finishes_the_next_time(made):
     assert "✓ evaluate" in result.stdout
     assert "pipeline's inputs" not in result.stdout
     assert subprocess.run([root / ".venv/bin/dvc", "version"], cwd=root, capture_output=True).returncode == 0
+
+
+def test_make_in_a_workspace_sharing_the_venv_leaves_it_working_after_that_workspace_goes(made, tmp_path):
+    """`make` there sets up that clone only: the venv keeps its kernel, dvc command and import path."""
+    root, _ = made
+    other = make_clone(tmp_path / "other", share_venv=False)
+    (other / ".venv").symlink_to(root / ".venv")
+    (other / "src/dataops/install.py").touch()  # as after a pull that changed it: make installs again
+    result = make(other, "setup")
+    assert "left alone" in result.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    shutil.rmtree(other)
+    assert subprocess.run([root / ".venv/bin/dvc", "version"], cwd=root, capture_output=True).returncode == 0
+    kernel = json.loads((root / ".venv/share/jupyter/kernels/dataops/kernel.json").read_text())
+    assert Path(kernel["argv"][0]).exists()
 
 
 def test_a_copied_workspace_runs_its_own_code(made, tmp_path):
