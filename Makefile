@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: all setup repro test lab student-edition bench lock
+.PHONY: all setup repro test lab student-edition bench lock course course-verify course-publish catch-up
 
 all: repro
 
@@ -69,7 +69,24 @@ student-edition:
 	mkdir -p student-edition
 	sed -e '/^<!-- solution -->$$/,/^<!-- end solution -->$$/d' \
 	    -e '/^<!-- instructors -->$$/,/^<!-- end instructors -->$$/d' \
-	    -e 's|](walkthrough.md)|](../docs/walkthrough.md)|g' docs/exercises.md > student-edition/exercises.md
+	    -e 's|](lessons/|](../docs/lessons/|g' docs/exercises.md > student-edition/exercises.md
+
+# The course: the pipeline built from an empty folder, lesson by lesson
+# (docs/lessons/), as a git history with a tag per lesson, in COURSE/repo.
+# course-verify reproduces every tag in a fresh clone; course-publish writes
+# what a class clones (a bare repository and a DVC remote) to COURSE/published.
+# In a course repository, `make catch-up LESSON=3` goes to the start of lesson 3,
+# keeping the student's work on a branch and a stash that it names.
+COURSE ?= ../dataops-course
+course: setup
+	python -m dataops.course build $(COURSE)
+course-verify: setup
+	python -m dataops.course verify $(COURSE)
+course-publish: setup
+	python -m dataops.course publish $(COURSE)
+catch-up: setup
+	@test -n "$(LESSON)" || { echo "Which lesson? make catch-up LESSON=3"; exit 1; }
+	@python -m dataops.course catch-up $(LESSON)
 
 # Speed of the notebook pipeline against the same code as plain scripts.
 bench: setup

@@ -1,4 +1,4 @@
-"""The exercises hand out without their solutions (which tests/test_walkthrough.py runs)."""
+"""The exercises hand out without their solutions (which tests/test_course.py runs)."""
 
 import re
 

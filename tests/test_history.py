@@ -196,3 +196,31 @@ def test_a_full_disk_leaves_no_half_written_output_unsaid(workspace):
         assert not path.exists() or md5(path) == locked_md5(workspace, out), f"{out} is half-written"
     run(RECOVERY, cwd=workspace)
     assert all(outputs_match_lock(workspace).values())
+
+
+def test_an_old_commit_from_another_platform_is_left_as_it_was_found(workspace):
+    """Lesson 6's note: at an old commit whose model another platform computed,
+    `dvc repro` stages a new dvc.lock, so `git checkout main` refuses until the
+    old commit's lock is put back; then the present comes back whole."""
+    env = {"GIT_AUTHOR_NAME": "Student", "GIT_AUTHOR_EMAIL": "s@example.invalid",
+           "GIT_COMMITTER_NAME": "Student", "GIT_COMMITTER_EMAIL": "s@example.invalid"}
+    branch = run("git branch --show-current", cwd=workspace).stdout.strip()
+    lock = workspace / "dvc.lock"
+    ours = lock.read_text()
+    lock.write_text(ours.replace(locked_md5(workspace, "models/model.skops"), "a1" * 16))
+    run("git commit -qam 'Pipeline, reproduced on an arm64 Mac'", cwd=workspace, env=env)
+    lock.write_text(ours)
+    set_param(workspace, "train.logistic_regression.C", "0.01")
+    run("dvc repro && git commit -qam 'Regularise harder'", cwd=workspace, env=env)
+
+    run("git checkout -q HEAD~1", cwd=workspace)
+    run("dvc checkout", cwd=workspace, check=False)  # that model was never in this cache
+    run("dvc repro", cwd=workspace)
+    assert "dvc.lock" in run("git status --porcelain", cwd=workspace).stdout
+    refused = run(f"git checkout -q {branch}", cwd=workspace, check=False)
+    assert "would be overwritten" in refused.stderr
+    run(f"git checkout -q HEAD -- dvc.lock && git checkout -q {branch} && dvc checkout", cwd=workspace)
+    assert run("git status --porcelain", cwd=workspace).stdout == ""
+    assert "up to date" in run("dvc status", cwd=workspace).stdout
+    for out in OUTS:
+        assert md5(workspace / out) == locked_md5(workspace, out), out

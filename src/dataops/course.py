@@ -1,0 +1,328 @@
+"""The course: the pipeline built from an empty folder, one lesson at a time,
+as a git history with an annotated tag per lesson.
+
+The lesson pages, docs/lessons/NN-name.md, are the generator's script: every
+``sh`` block of every page runs, in order, in the course repository, and every
+``Expect:`` line under a block must appear in what the block printed
+(``Expect pattern:`` is a regular expression). A page that no longer matches
+what DVC or the workspace does stops the build at that line, so the pages and
+the history cannot drift apart. After each page, the repository must be
+committed and DVC up to date; then it is tagged ``lesson-NN-name``: the state
+a student has at the end of that lesson, which is where lesson NN+1 starts.
+
+    python -m dataops.course build [FOLDER]      # make course
+    python -m dataops.course verify [FOLDER]     # make course-verify
+    python -m dataops.course publish [FOLDER] [TO]   # make course-publish
+    python -m dataops.course catch-up LESSON     # make catch-up LESSON=3, in the course
+
+FOLDER is the classroom folder: the course repository is FOLDER/repo, and the
+lessons put the DVC remote and a classmate's clone beside it (FOLDER/storage,
+FOLDER/classmate), so one ``rm -rf FOLDER`` removes everything.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORKSPACE = Path(__file__).resolve().parents[2]
+LESSONS = WORKSPACE / "docs" / "lessons"
+DEFAULT_FOLDER = WORKSPACE.parent / "dataops-course"
+TAG = "lesson-{number}-{slug}"
+# The course's commits and tags name one author and one date, so two builds of
+# the same workspace give the same commits, hashes included.
+AUTHOR = {
+    "GIT_AUTHOR_NAME": "DataOps course", "GIT_AUTHOR_EMAIL": "course@example.invalid",
+    "GIT_COMMITTER_NAME": "DataOps course", "GIT_COMMITTER_EMAIL": "course@example.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-05T09:00:00+00:00", "GIT_COMMITTER_DATE": "2026-01-05T09:00:00+00:00",
+}
+
+
+class CourseError(Exception):
+    pass
+
+
+def blocks(text: str):
+    """(line number, commands, [(kind, expected)]) for each ```sh block, in order.
+    A block fenced ```sh no-test is shown to students and not run."""
+    found, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        if lines[i].strip() == "```sh":
+            start, i = i + 1, i + 1
+            while lines[i].strip() != "```":
+                i += 1
+            commands, expects = "\n".join(lines[start:i]), []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                match = re.match(r"Expect( pattern)?: `(.*)`$", lines[i])
+                if match:
+                    expects.append(("pattern" if match.group(1) else "line", match.group(2)))
+                i += 1
+            found.append((start, commands, expects))
+        else:
+            i += 1
+    return found
+
+
+def unmet(output: str, expects) -> list:
+    """The Expect lines that the output does not satisfy."""
+    return [expected for kind, expected in expects
+            if not (expected in output if kind == "line" else re.search(expected, output, re.MULTILINE))]
+
+
+class Lesson:
+    def __init__(self, path: Path):
+        self.path = path
+        number, slug = path.stem.split("-", 1)
+        self.number, self.slug = int(number), slug
+        self.tag = TAG.format(number=number, slug=slug)
+        self.text = path.read_text()
+        self.title = self.text.splitlines()[0].lstrip("# ").strip()
+
+    def __repr__(self):
+        return self.tag
+
+
+def lessons(folder: Path = LESSONS) -> list:
+    return [Lesson(path) for path in sorted(folder.glob("[0-9][0-9]-*.md"))]
+
+
+def _git(args, cwd, env=None, check=True) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode:
+        raise CourseError(f"git {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def student_env(workspace: Path) -> dict:
+    """What a student's shell has after `source .venv/bin/activate` in the
+    workspace: its venv first on PATH, WORKSPACE naming it, nothing else of ours."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATAOPS_ROOT", "DATAOPS_STAGE")}
+    env.update(AUTHOR, WORKSPACE=str(workspace), COLUMNS="200",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    return env
+
+
+def run_lesson(lesson: Lesson, repo: Path, env: dict, say=print) -> None:
+    """Run a page's blocks in the course repository, check them, tag the result."""
+    for line, commands, expects in blocks(lesson.text):
+        result = subprocess.run(["bash", "-eo", "pipefail", "-c", commands], cwd=repo, env=env,
+                                capture_output=True, text=True)
+        output = result.stdout + result.stderr
+        missing = unmet(output, expects)
+        if result.returncode or missing:
+            why = f"exited {result.returncode}" if result.returncode else f"printed no {missing[0]!r}"
+            raise CourseError(f"{lesson.path.relative_to(WORKSPACE)}:{line}: this block {why}\n"
+                              f"$ {commands}\n{output}")
+    left = _git(["status", "--porcelain"], repo)
+    if left:
+        raise CourseError(f"{lesson.path.name} left uncommitted changes:\n{left}")
+    _git(["tag", "-a", lesson.tag, "-m", lesson.title], repo, env)
+
+
+def build(folder: Path, workspace: Path = WORKSPACE, say=print) -> Path:
+    folder = folder.resolve()
+    if folder.exists() and any(folder.iterdir()):
+        raise CourseError(f"{folder} is not empty: name a new folder (make course COURSE=...), or remove it")
+    repo = folder / "repo"
+    repo.mkdir(parents=True)
+    env, started = student_env(workspace), time.perf_counter()
+    say(f"Building the course in {repo}, from the lesson pages in {LESSONS.relative_to(WORKSPACE)}/")
+    for lesson in lessons():
+        begun = time.perf_counter()
+        run_lesson(lesson, repo, env, say)
+        say(f"  {lesson.tag:<34} {time.perf_counter() - begun:5.1f} s  {lesson.title}")
+    say(f"Built {len(lessons())} lessons in {time.perf_counter() - started:.0f} s. "
+        f"`git tag` in {repo} lists them; `make catch-up LESSON=N` there goes to the start of lesson N.")
+    return repo
+
+
+def tags(repo: Path) -> dict:
+    """{lesson number: tag} of the lesson tags in a course repository."""
+    found = {}
+    for tag in _git(["tag", "--list", "lesson-*"], repo).split():
+        match = re.match(r"lesson-(\d\d)-", tag)
+        if match:
+            found[int(match.group(1))] = tag
+    return dict(sorted(found.items()))
+
+
+def _dvc(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode:
+        raise CourseError(f"dvc {' '.join(args)}:\n{result.stdout}{result.stderr}")
+    return result
+
+
+def _unique(make_name, exists) -> str:
+    name, n = make_name(""), 1
+    while exists(name):
+        n += 1
+        name = make_name(f"-{n}")
+    return name
+
+
+def _unsaved_outputs(repo: Path) -> list:
+    """Tracked outputs on disk whose bytes are in no version DVC saved: a
+    `dvc checkout` would refuse to overwrite them, and they exist nowhere else."""
+    import hashlib
+
+    import yaml
+
+    cache = Path(_dvc(["cache", "dir"], repo).stdout.strip()) / "files" / "md5"
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text()) if (repo / "dvc.yaml").exists() else {}
+    unsaved = []
+    for stage in (spec or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            path = repo / (out if isinstance(out, str) else next(iter(out)))
+            if path.is_file():
+                digest = hashlib.md5(path.read_bytes()).hexdigest()
+                if not (cache / digest[:2] / digest[2:]).exists():
+                    unsaved.append(path.relative_to(repo))
+    return unsaved
+
+
+def catch_up(number: int, repo: Path, say=print) -> None:
+    """Bring the course repository to the start of lesson NUMBER (the tag of
+    the lesson before), keeping everything of the student's, and say where."""
+    known = tags(repo)
+    if not known:
+        raise CourseError(f"{repo} has no lesson tags: run this in the course repository (make course builds one)")
+    if number == 0:
+        raise CourseError("lesson 0 starts from an empty folder: follow docs/lessons/00-setup.md")
+    if number - 1 not in known:
+        raise CourseError(f"no lesson {number}: this course has lessons 1 to {max(known) + 1} "
+                          f"({max(known) + 1} is the end of the last lesson)")
+    target, stamp = known[number - 1], f"before-lesson-{number:02d}"
+    kept = []
+
+    unsaved = _unsaved_outputs(repo)  # before git moves anything
+    if _git(["status", "--porcelain"], repo):
+        message = f"catch-up to lesson {number}: uncommitted work"
+        _git(["stash", "push", "--include-untracked", "-q", "-m", message], repo)
+        kept.append(f'uncommitted changes: stash@{{0}} "{message}" (get them back: git stash pop)')
+
+    if unsaved:
+        folder = repo / "saved-work" / _unique(lambda n: f"{stamp}{n}", lambda n: (repo / "saved-work" / n).exists())
+        for path in unsaved:
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / path, folder / path)
+        kept.append(f"outputs DVC had not saved: copied to {folder.relative_to(repo)}/ "
+                    f"({', '.join(map(str, unsaved))})")
+
+    branches = set(_git(["for-each-ref", "--format=%(refname:short)", "refs/heads"], repo).split())
+    on_branch = _git(["symbolic-ref", "-q", "--short", "HEAD"], repo, check=False)
+    for ref in dict.fromkeys(["main", "HEAD" if not on_branch else "main"]):
+        if ref == "main" and "main" not in branches:
+            continue
+        # Commits of the student's own: on no lesson tag's history.
+        if _git(["rev-list", "-n1", ref, "--not", *known.values()], repo):
+            name = _unique(lambda n: f"my-work-{stamp}{n}", lambda n: n in branches)
+            _git(["branch", name, ref], repo)
+            branches.add(name)
+            kept.append(f"your commits on {'main' if ref == 'main' else 'a detached HEAD'}: "
+                        f"branch {name} (see them: git log {name})")
+
+    _git(["checkout", "-q", "-B", "main", target], repo)
+    if _dvc(["checkout", "--force"], repo, check=False).returncode:
+        remote = _dvc(["remote", "default"], repo, check=False).stdout.strip()
+        if remote:
+            _dvc(["pull", "--force"], repo)
+        else:
+            _dvc(["repro"], repo)
+    status = _dvc(["status"], repo).stdout
+    if "up to date" not in status and "no data or pipelines" not in status:
+        raise CourseError(f"after checking out {target}, DVC says:\n{status}")
+    say(f"At the start of lesson {number}: main is now {target}, and its data and model are in place.")
+    if kept:
+        say("Nothing of yours is lost. Kept:")
+        for line in kept:
+            say(f"  - {line}")
+    else:
+        say("Nothing of yours needed keeping: no changes, and no commits beyond that lesson.")
+
+
+def verify(folder: Path, say=print) -> list:
+    """For every lesson tag, in a fresh clone of the built course: `dvc repro`
+    must give that tag's dvc.lock byte for byte, and git and DVC must be clean.
+    The clones share one DVC cache, filled only by these checks, so a stage
+    whose inputs an earlier tag already reproduced is restored from DVC's run
+    cache, not rerun; each distinct run is made once, here."""
+    repo, work = folder.resolve() / "repo", folder.resolve() / "verify"
+    shutil.rmtree(work, ignore_errors=True)
+    env, rows = student_env(WORKSPACE), []
+    say(f"{'tag':<32} {'ran':>3} {'restored':>8}  {'dvc.lock identical':<18} {'clean':<5} {'time':>6}")
+    for tag in tags(repo).values():
+        clone, begun = work / tag, time.perf_counter()
+        _git(["clone", "-q", "--branch", tag, str(repo), str(clone)], work.parent, env)
+        ran = restored = 0
+        if (clone / "dvc.yaml").exists():
+            _dvc(["config", "--local", "cache.dir", str(work / "cache")], clone, env)
+            output = _dvc(["repro"], clone, env).stdout
+            ran, restored = output.count("Running stage '"), output.count("is cached - skipping run")
+            identical = (clone / "dvc.lock").read_bytes() == subprocess.run(
+                ["git", "show", f"{tag}:dvc.lock"], cwd=clone, capture_output=True).stdout
+        else:
+            identical = None  # nothing to reproduce yet
+        status = _dvc(["status"], clone, env).stdout
+        clean = not _git(["status", "--porcelain"], clone) and (
+            "up to date" in status or "no data or pipelines" in status)
+        row = (tag, ran, restored, identical, clean, time.perf_counter() - begun)
+        rows.append(row)
+        lock = {True: "yes", False: "NO", None: "(no dvc.lock)"}[identical]
+        say(f"{tag:<32} {ran:>3} {restored:>8}  {lock:<18} {'yes' if clean else 'NO':<5} {row[-1]:5.1f}s")
+    shutil.rmtree(work)
+    return rows
+
+
+def publish(folder: Path, to: Path, say=print) -> None:
+    """What a class clones: a bare git repository with every lesson tag, and a
+    DVC remote holding every tag's data and models."""
+    repo, to = folder.resolve() / "repo", to.resolve()
+    if to.exists() and any(to.iterdir()):
+        raise CourseError(f"{to} is not empty: name a new folder, or remove it")
+    _git(["clone", "-q", "--bare", str(repo), str(to / "course.git")], repo)
+    _dvc(["remote", "add", "--local", "--force", "publish", str(to / "storage")], repo)
+    try:
+        pushed = _dvc(["push", "--all-tags", "-r", "publish"], repo).stdout.strip().splitlines()[-1]
+    finally:
+        _dvc(["remote", "remove", "--local", "publish"], repo)
+    say(f"Published {len(tags(repo))} lessons: {to / 'course.git'} (git) and {to / 'storage'} (DVC: {pushed}).")
+    say("A student then types:")
+    say(f"  git clone {to / 'course.git'} dataops-course && cd dataops-course && make setup")
+    say(f"  dvc remote add --local -d class {to / 'storage'}")
+    say("  make catch-up LESSON=5        # or any lesson: checks it out and pulls its data and model")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dataops.course", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("build", "verify", "publish"):
+        command = commands.add_parser(name)
+        command.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
+        if name == "publish":
+            command.add_argument("to", nargs="?", type=Path)
+    commands.add_parser("catch-up").add_argument("lesson", type=int)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            build(args.folder)
+        elif args.command == "verify":
+            rows = verify(args.folder)
+            return 0 if all(r[3] is not False and r[4] for r in rows) else 1
+        elif args.command == "publish":
+            publish(args.folder, args.to or args.folder / "published")
+        else:
+            catch_up(args.lesson, Path.cwd())
+    except CourseError as error:
+        print(f"✗ {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

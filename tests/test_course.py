@@ -1,0 +1,190 @@
+"""The course (docs/lessons/, src/dataops/course.py): built from an empty
+folder by running the lesson pages, every tag reproduced in a fresh clone,
+catch-up that loses nothing, and what an instructor publishes for a class."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from dataops.course import blocks, lessons, tags, unmet
+from helpers import REPO, locked_md5, make_clone, md5, run, workspace_env
+
+LESSONS = lessons(REPO / "docs" / "lessons")
+
+
+def test_every_lesson_page_says_what_to_type_what_to_expect_and_why():
+    assert len(LESSONS) >= 8
+    assert [lesson.number for lesson in LESSONS] == list(range(len(LESSONS)))
+    for lesson in LESSONS:
+        parsed = blocks(lesson.text)
+        assert parsed, lesson
+        assert [line for line, _, expects in parsed if not expects] == [], lesson
+        why = re.search(r"^\*\*Why\.\*\* (.+?)(?:\n\n|\Z)", lesson.text, re.MULTILINE | re.DOTALL)
+        assert why and 2 <= len(re.findall(r"[.!?](?:\s|$)", why.group(1))) <= 3, lesson
+        if lesson.number:
+            assert f"`make catch-up LESSON={lesson.number}`" in lesson.text, lesson
+    # `git tag` sorts by name: the names must sort in lesson order.
+    assert sorted(lesson.tag for lesson in LESSONS) == [lesson.tag for lesson in LESSONS]
+    # The README leads to every lesson, under its tag.
+    readme = (REPO / "README.md").read_text()
+    for lesson in LESSONS:
+        assert f"(docs/lessons/{lesson.path.name}) | `{lesson.tag}` |" in readme, lesson
+
+
+def test_the_lessons_run_the_tutorials_whole_command_tour():
+    run_by_the_build = "\n".join(commands for lesson in LESSONS for _, commands, _ in blocks(lesson.text))
+    for command in ["git init", "dvc init", "dvc stage add", "dvc repro", "dvc dag", "dvc list . --dvc-only -R",
+                    "dvc cache dir", "dvc diff\n", "dvc diff HEAD~1 HEAD", "dvc params diff", "dvc metrics diff",
+                    "dvc metrics show", "dvc plots show", "git checkout -q HEAD~1\ndvc checkout", "dvc exp run",
+                    "dvc exp apply", "dvc remote add", "dvc push", "dvc pull", "dvc gc --all-commits"]:
+        assert command in run_by_the_build, command
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A course built by `make course` from a clone of this workspace."""
+    workspace = make_clone(tmp_path_factory.mktemp("workspace") / "ws")
+    folder = tmp_path_factory.mktemp("course") / "dataops-course"
+    built = run(["make", "--no-print-directory", "course", f"COURSE={folder}"], cwd=workspace)
+    assert f"Built {len(LESSONS)} lessons" in built.stdout
+    return workspace, folder
+
+
+@pytest.mark.slow
+def test_the_lessons_build_the_workspace_pipeline(course):
+    workspace, folder = course
+    repo = folder / "repo"
+    assert list(tags(repo).values()) == [lesson.tag for lesson in LESSONS]
+    assert run("git tag", cwd=repo).stdout.split() == [lesson.tag for lesson in LESSONS]
+    for lesson in LESSONS:  # annotated, with the page's title
+        assert run(f"git cat-file -t {lesson.tag}", cwd=repo).stdout.strip() == "tag"
+        assert lesson.title in run(f"git tag -n1 {lesson.tag}", cwd=repo).stdout
+    # The stages students typed are the workspace's, key for key (its desc lines
+    # aside; `dvc stage add` sorts deps and outs).
+    ours, theirs = (yaml.safe_load((root / "dvc.yaml").read_text()) for root in (workspace, repo))
+    for spec in (ours, theirs):
+        for stage in spec["stages"].values():
+            stage.pop("desc", None)
+            stage.update({key: sorted(value) for key, value in stage.items() if isinstance(value, list)})
+    assert theirs == ours
+    # One source: the course's notebooks, helpers and parameters are the workspace's
+    # (parameters as lesson 1 copied them: lesson 7 commits an experiment's).
+    for name in run("git ls-files notebooks src", cwd=repo).stdout.split():
+        assert run(f"git show HEAD:{name}", cwd=repo).stdout == run(f"git show HEAD:{name}", cwd=workspace).stdout, name
+    assert run("git show lesson-01-get-data:params.yaml", cwd=repo).stdout == (workspace / "params.yaml").read_text()
+    log = run("git log --format=%s", cwd=repo).stdout.splitlines()
+    assert log[-1] == "Start a DVC project" and len(log) == len(LESSONS) + 1
+
+
+@pytest.mark.slow
+def test_every_tag_reproduces_its_dvc_lock_in_a_fresh_clone(course):
+    workspace, folder = course
+    result = run(["make", "--no-print-directory", "course-verify", f"COURSE={folder}"], cwd=workspace)
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("lesson-")]
+    assert [row[0] for row in rows] == [lesson.tag for lesson in LESSONS]
+    for row in rows[1:]:
+        assert row[3:5] == ["yes", "yes"], row  # dvc.lock identical, git and DVC clean
+    assert rows[0][3:] [:3] == ["(no", "dvc.lock)", "yes"]
+    assert sum(int(row[1]) for row in rows) >= 4  # every stage really ran at least once
+
+
+def student_clone(folder, destination):
+    """A student's clone of the built course, DVC cache included, sharing the workspace venv."""
+    shutil.copytree(folder / "repo", destination, symlinks=True)
+    return destination
+
+
+@pytest.mark.slow
+def test_catch_up_keeps_commits_changes_and_unsaved_outputs(course, tmp_path):
+    workspace, folder = course
+    repo = student_clone(folder, folder / "student")
+    env = {"GIT_AUTHOR_NAME": "Student", "GIT_AUTHOR_EMAIL": "s@example.invalid",
+           "GIT_COMMITTER_NAME": "Student", "GIT_COMMITTER_EMAIL": "s@example.invalid"}
+    run("sed -i 's/n_estimators: 100/n_estimators: 20/' params.yaml && dvc repro -q && "
+        "git commit -qam 'My smaller forest'", cwd=repo, env=env)
+    run("sed -i 's/max_depth: 3/max_depth: 2/' params.yaml && echo 'my notes' > notes.txt && "
+        "echo '9,9,9,9,0' >> data/raw/dataset.csv", cwd=repo)
+    edited_data = (repo / "data/raw/dataset.csv").read_text()
+
+    caught = run("make --no-print-directory catch-up LESSON=3", cwd=repo, env=env)
+    print(caught.stdout)
+    assert run("git rev-parse HEAD", cwd=repo).stdout == run("git rev-parse lesson-02-process-data^{}", cwd=repo).stdout
+    assert run("git branch --show-current", cwd=repo).stdout.strip() == "main"
+    # The commit: on the branch the command named.
+    assert "branch my-work-before-lesson-03" in caught.stdout
+    assert run("git log -1 --format=%s my-work-before-lesson-03", cwd=repo).stdout.strip() == "My smaller forest"
+    # The uncommitted change and the new file: in the stash it named.
+    assert 'stash@{0} "catch-up to lesson 3: uncommitted work"' in caught.stdout
+    assert "max_depth: 2" in run("git stash show -p stash@{0}", cwd=repo).stdout
+    assert run("git show 'stash@{0}^3:notes.txt'", cwd=repo).stdout == "my notes\n"
+    # The hand-edited data, which DVC never saved: copied where it said.
+    assert "saved-work/before-lesson-03/" in caught.stdout
+    assert (repo / "saved-work/before-lesson-03/data/raw/dataset.csv").read_text() == edited_data
+    # And the lesson's start, exactly as its tag records it.
+    assert run("git status --porcelain", cwd=repo).stdout == ""
+    assert "up to date" in run("dvc status", cwd=repo).stdout
+    for out in ("data/raw/dataset.csv", "data/processed/train.csv"):
+        assert md5(repo / out) == locked_md5(repo, out)
+
+    # Forward again, to the end of the course: nothing of the student's is in the way now.
+    again = run(f"make --no-print-directory catch-up LESSON={len(LESSONS)}", cwd=repo, env=env)
+    assert "Nothing of yours needed keeping" in again.stdout
+    assert md5(repo / "models/model.skops") == locked_md5(repo, "models/model.skops")
+    # The student's work comes back.
+    run("git checkout -q my-work-before-lesson-03 && git stash pop -q && dvc checkout -q", cwd=repo)
+    assert "max_depth: 2" in (repo / "params.yaml").read_text() and (repo / "notes.txt").exists()
+
+    for lesson, message in [(0, "lesson 0 starts from an empty folder"), (99, "this course has lessons 1 to")]:
+        refused = run(f"make --no-print-directory catch-up LESSON={lesson}", cwd=repo, check=False)
+        assert refused.returncode and message in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_a_class_clones_the_published_course_and_pulls_any_lesson(course, tmp_path):
+    workspace, folder = course
+    published = tmp_path / "published"
+    result = run(["make", "--no-print-directory", "course-publish", f"COURSE={folder}"], cwd=workspace)
+    assert "Published" in result.stdout
+    shutil.move(folder / "published", published)  # where the class finds it: the instructor's share
+    student = tmp_path / "student"
+    run(f"git clone -q {published / 'course.git'} {student}", cwd=tmp_path)
+    (student / ".venv").symlink_to(workspace / ".venv")
+    run(f"make --no-print-directory setup && dvc remote add --local -d class {published / 'storage'}", cwd=student)
+    for lesson in LESSONS[1:]:
+        run(f"git checkout -q {lesson.tag} && dvc pull -q", cwd=student)
+        assert "up to date" in run("dvc status", cwd=student).stdout, lesson
+        assert run("git status --porcelain", cwd=student).stdout == "", lesson
+        lock = yaml.safe_load((student / "dvc.lock").read_text())
+        for stage in lock["stages"].values():
+            for out in stage["outs"]:
+                assert md5(student / out["path"]) == out["md5"], (lesson, out["path"])
+    # catch-up, in a class clone, gets a lesson's files from the class remote.
+    (student / "data/raw/dataset.csv").unlink()
+    shutil.rmtree(student / ".dvc" / "cache")
+    caught = run("make --no-print-directory catch-up LESSON=5", cwd=student)
+    assert "At the start of lesson 5" in caught.stdout
+    assert md5(student / "models/model.skops") == locked_md5(student, "models/model.skops")
+
+
+EXERCISES = REPO / "docs" / "exercises.md"
+
+
+@pytest.mark.slow
+def test_exercise_solutions_hold_at_the_end_of_the_course(course, tmp_path):
+    """Every `sh` block of docs/exercises.md, in a student's copy of the course
+    as lesson 8 leaves it, on another CPU's BLAS kernel."""
+    workspace, folder = course
+    repo = student_clone(folder, folder / "exercises")
+    env = {"HOME": str(tmp_path), "COLUMNS": "200", "OPENBLAS_CORETYPE": "Sandybridge"}
+    parsed = blocks(EXERCISES.read_text())
+    assert len(parsed) >= 4 and all(expects for _, _, expects in parsed)
+    for line, commands, expects in parsed:
+        result = run(["bash", "-eo", "pipefail", "-c", commands], cwd=repo, env=env, check=False)
+        where = f"docs/exercises.md:{line}\n$ {commands}\n{result.stdout}{result.stderr}"
+        assert result.returncode == 0, where
+        assert not unmet(result.stdout + result.stderr, expects), where
+    lock = yaml.safe_load(run("git show HEAD~1:dvc.lock", cwd=repo).stdout)
+    assert md5(tmp_path / "previous-model.skops") == lock["stages"]["train_model"]["outs"][0]["md5"]
