@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: all setup repro test lab student-edition bench lock course course-verify course-publish catch-up
+.PHONY: all setup repro test lab student-edition bench lock course course-verify course-publish catch-up exercise check
 
 all: repro
 
@@ -64,12 +64,11 @@ lab: setup
 	jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 	  --LabApp.extension_manager=readonly $(ROOT_ARGS) $(LAB_ARGS)
 
-# The exercises without their solutions and the note to instructors, to hand out.
+# The exercises without their solutions, to hand out (docs/exercises-instructors.md stays out).
 student-edition:
 	mkdir -p student-edition
 	sed -e '/^<!-- solution -->$$/,/^<!-- end solution -->$$/d' \
-	    -e '/^<!-- instructors -->$$/,/^<!-- end instructors -->$$/d' \
-	    -e 's|](lessons/|](../docs/lessons/|g' docs/exercises.md > student-edition/exercises.md
+	    -e 's|](lessons/|](../docs/lessons/|g' docs/exercises.md | cat -s > student-edition/exercises.md
 
 # The course: the pipeline built from an empty folder, lesson by lesson
 # (docs/lessons/), as a git history with a tag per lesson, in COURSE/repo.
@@ -84,9 +83,19 @@ course-verify: setup
 	python -m dataops.course verify $(COURSE)
 course-publish: setup
 	python -m dataops.course publish $(COURSE)
-catch-up: setup
+catch-up: | $(VENV)/.installed
 	@test -n "$(LESSON)" || { echo "Which lesson? make catch-up LESSON=3"; exit 1; }
 	@python -m dataops.course catch-up $(LESSON)
+
+# Graded exercises (docs/exercises.md), from the course: `make exercise 3` sets
+# up exercise 3's scene in EXERCISES/03-.../repo; `make check 3` grades it.
+EXERCISES ?= ../dataops-exercises
+ifneq ($(filter exercise check,$(firstword $(MAKECMDGOALS))),)
+N := $(word 2,$(MAKECMDGOALS))
+$(eval $(N):;@:)
+endif
+exercise check: | $(VENV)/.installed
+	@python -m dataops.exercises $(if $(filter exercise,$@),start,check) $(N) --course $(COURSE) --exercises $(EXERCISES)
 
 # Speed of the notebook pipeline against the same code as plain scripts.
 bench: setup

@@ -15,7 +15,7 @@ from helpers import CHROMIUM, free_port, make_clone, run, workspace_env
 # What makes a test slow: it runs the pipeline (these fixtures all do), or, for
 # nbval's items, the notebooks. `pytest -m "not slow"` skips those: the quick
 # loop while changing a helper (about half a minute); `make test` runs all.
-RUNS_THE_PIPELINE = {"reproduced", "workspace", "lab", "made"}
+RUNS_THE_PIPELINE = {"reproduced", "workspace", "lab", "made", "course"}
 
 
 def pytest_collection_modifyitems(items):
@@ -38,6 +38,17 @@ def workspace(reproduced, tmp_path) -> Path:
     root = tmp_path / "ws"
     shutil.copytree(reproduced, root, symlinks=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def course(tmp_path_factory):
+    """(workspace, folder): a course built by `make course` from a clone of this
+    workspace, in folder/repo. Tests copy or clone folder/repo, never change it."""
+    workspace = make_clone(tmp_path_factory.mktemp("course-workspace") / "ws")
+    folder = tmp_path_factory.mktemp("course") / "dataops-course"
+    built = run(["make", "--no-print-directory", "course", f"COURSE={folder}"], cwd=workspace)
+    assert "Built" in built.stdout, built.stdout
+    return workspace, folder
 
 
 @pytest.fixture

@@ -119,15 +119,9 @@ def make_clone(destination: Path, share_venv=True) -> Path:
 
 def edit_cell(root, notebook, old, new):
     """Change one cell's code in notebooks/NOTEBOOK, as a student would in an editor that saves."""
-    path = Path(root) / "notebooks" / notebook
-    nb = json.loads(path.read_text())
-    for cell in nb["cells"]:
-        text = "".join(cell["source"])
-        if old in text:
-            cell["source"] = text.replace(old, new)
-            path.write_text(json.dumps(nb, indent=1) + "\n")
-            return
-    raise AssertionError(f"{old!r} not in {notebook}")
+    from dataops.exercises import edit_cell as edit
+
+    edit(Path(root) / "notebooks" / notebook, old, new)
 
 
 def new_machine_env(extra=None):

@@ -1,18 +1,131 @@
-"""The exercises hand out without their solutions (which tests/test_course.py runs)."""
+"""The graded exercises: every checker on the unsolved scene, on a plausible
+wrong answer, and on the reference solution of docs/exercises.md, in scenes
+set up by `make exercise N` from a built course. And the hand-out without
+the solutions."""
 
 import re
+import time
 
+import pytest
+
+from dataops.course import blocks, unmet
+from dataops.exercises import EXERCISES, folder_of
 from helpers import REPO, run
+
+DOC = REPO / "docs" / "exercises.md"
+STUDENT = {"GIT_AUTHOR_NAME": "Student", "GIT_AUTHOR_EMAIL": "student@example.invalid",
+           "GIT_COMMITTER_NAME": "Student", "GIT_COMMITTER_EMAIL": "student@example.invalid"}
+
+# What the unsolved scene fails on, then a plausible wrong answer and the
+# criterion it must fail, with its hint.
+CASES = {
+    1: ("test accuracy fell by at least 0.05",
+        """sed -i 's/"accuracy": 1.0/"accuracy": 0.5/' reports/metrics.json""",
+        "the data, model and metrics are what the pipeline made"),
+    2: ("at least 3 experiments on top of the starting commit",
+        "dvc exp run -q --temp -n forest -S train.model=random_forest && dvc exp apply forest && "
+        "git commit -qam 'One try'",
+        "at least 3 experiments on top of the starting commit"),
+    3: ("../previous-model.skops exists",
+        "cp models/model.skops ../previous-model.skops",
+        "it is the model of the commit before the classmate's"),
+    4: ("a tag changed-training-data exists",
+        "git tag changed-training-data HEAD",
+        "in that commit, data/processed/train.csv differs from its parent's"),
+    5: ("notebooks/04_evaluate.ipynb is the last good version",
+        "git checkout notebooks/04_evaluate.ipynb && dvc repro --force",
+        "the failed run's notebook, with its error, is still in reports/failed/"),
+    6: ("every cached version has the md5 it is named after",
+        # Delete every cached file whose bytes do not match its name.
+        'for f in $(find .dvc/cache/files -type f); do d=$(basename "$(dirname "$f")")$(basename "$f"); '
+        '[ "$(md5sum < "$f" | cut -c1-32)" = "$d" ] || rm -f "$f"; done',
+        "every version a commit on main needs is in the cache"),
+    7: ("nothing is left that no commit needs",
+        "dvc gc --workspace --force",
+        "every version a commit needs is still in the cache"),
+    8: ("the classmate's clone is at your latest commit",
+        "cd ../classmate && git pull -q && dvc pull",
+        "the remote holds every file main's dvc.lock names"),
+    9: ("the merge of alice into main is committed",
+        "git checkout --theirs dvc.lock && git add dvc.lock && git commit -q --no-edit",
+        "dvc.lock, committed, describes the merged parameters and the files"),
+    10: ("dvc.yaml, committed, has a stage of yours",
+         "dvc stage add -n copy_raw -d data/raw/dataset.csv -o data/features/raw.csv "
+         "'mkdir -p data/features && cp data/raw/dataset.csv data/features/raw.csv' && dvc repro -q && "
+         "git add -A && git commit -qm 'A stage of mine'",
+         "it reads the processed training set"),
+}
+
+
+def solutions():
+    """{exercise number: [(line, commands, expects)]} from docs/exercises.md."""
+    text, found = DOC.read_text(), {}
+    starts = [(m.start(), int(m.group(1))) for m in re.finditer(r"^## (\d+)\. ", text, re.MULTILINE)]
+    for (begin, number), (end, _) in zip(starts, starts[1:] + [(len(text), None)]):
+        offset = text[:begin].count("\n")
+        found[number] = [(offset + line, commands, expects) for line, commands, expects in blocks(text[begin:end])]
+    return found
+
+
+def test_every_exercise_has_a_task_a_checked_solution_and_a_case():
+    found = solutions()
+    assert sorted(found) == sorted(EXERCISES) == sorted(CASES) and len(EXERCISES) >= 10
+    for number, parsed in found.items():
+        assert parsed and all(expects for _, _, expects in parsed), number
+
+
+def grade(number, cwd, course_folder, exercises):
+    result = run(["make", "--no-print-directory", "check", str(number), f"COURSE={course_folder}",
+                  f"EXERCISES={exercises}"], cwd=cwd, check=False)
+    return result.returncode, result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", sorted(CASES))
+def test_checker_fails_unsolved_and_wrong_and_passes_the_solution(number, course, tmp_path):
+    workspace, folder = course
+    exercises = tmp_path / "exercises"
+    start = ["make", "--no-print-directory", "exercise", str(number), f"COURSE={folder}", f"EXERCISES={exercises}"]
+    repo = folder_of(number, exercises) / "repo"
+    unsolved_label, wrong_answer, wrong_label = CASES[number]
+
+    began = time.perf_counter()
+    assert str(repo) in run(start, cwd=workspace).stdout
+    set_up = time.perf_counter() - began
+    code, unsolved = grade(number, workspace, folder, exercises)  # graded from the workspace
+    assert code != 0 and f"✗ {unsolved_label}" in unsolved, unsolved
+    assert "✓" in unsolved or number in (3, 4, 8, 9, 10), unsolved
+
+    run(wrong_answer, cwd=repo, check=False, env=STUDENT)
+    code, wrong = grade(number, repo, folder, exercises)  # graded from inside the scene
+    assert code != 0 and f"✗ {wrong_label}" in wrong, wrong
+    hint = wrong.split(f"✗ {wrong_label}", 1)[1].splitlines()[1]
+    assert hint.startswith("    hint: "), wrong
+
+    # Again: the attempt is kept, and the solution holds in a new scene.
+    again = run(start, cwd=workspace).stdout
+    assert f"{repo.parent.name}.attempt-1/" in again and (repo.parent.parent / f"{repo.parent.name}.attempt-1").is_dir()
+    began = time.perf_counter()
+    for line, commands, expects in solutions()[number]:
+        result = run(["bash", "-eo", "pipefail", "-c", commands], cwd=repo, check=False,
+                     env={**STUDENT, "HOME": str(tmp_path), "COLUMNS": "200"})
+        where = f"docs/exercises.md:{line}\n$ {commands}\n{result.stdout}{result.stderr}"
+        assert result.returncode == 0 and not unmet(result.stdout + result.stderr, expects), where
+    solved_in = time.perf_counter() - began
+    code, solved = grade(number, repo, folder, exercises)
+    assert code == 0 and "✗" not in solved and "Well done." in solved, solved
+    print(f"exercise {number}: set-up {set_up:.1f} s, reference solution {solved_in:.1f} s\n"
+          f"unsolved:\n{unsolved}\nwrong answer:\n{wrong}\nsolution:\n{solved}")
 
 
 def test_student_edition_has_every_exercise_and_no_solution(clone):
     run("make student-edition", cwd=clone)
-    full = (REPO / "docs/exercises.md").read_text()
+    full = DOC.read_text()
     student_path = clone / "student-edition/exercises.md"
     student = student_path.read_text()
-    assert full.count("<!-- solution -->") == full.count("<!-- end solution -->") >= 3
-    assert "Solution" not in student and "solution -->" not in student
-    assert "Instructors" not in student and "instructors -->" not in student
+    assert full.count("<!-- solution -->") == full.count("<!-- end solution -->") >= 10
+    assert "Solution" not in student and "solution -->" not in student and "Expect" not in student
+    assert "\n\n\n" not in student  # no gap where a solution was
     assert [line for line in student.splitlines() if line.startswith("## ")] == \
            [line for line in full.splitlines() if line.startswith("## ")]
     links = re.findall(r"\]\(([^)#]+)\)", student)

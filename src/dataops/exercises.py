@@ -1,0 +1,491 @@
+"""Graded exercises: scenarios set up from the course, answers checked from
+real git and DVC state.
+
+    make exercise 3        # python -m dataops.exercises start 3
+    make check 3           # python -m dataops.exercises check 3
+
+``start`` clones the built course (make course) at the exercise's lesson tag
+into a folder of its own, EXERCISES/NN-name/repo (default
+../dataops-exercises), with a copy of the course's DVC cache, then sets the
+scene with real commands: commits, `dvc repro`, a hidden data change, a failed
+stage, a damaged cache file, a merge with conflicting dvc.lock files. It
+never touches the student's other work: a scenario already there is moved
+aside, not deleted, and it says where.
+
+``check`` reads the scenario's state (dvc.lock of named commits, the cache,
+`git log`, the files on disk) and prints one line per criterion, ✓ or ✗ with
+a hint that never gives the answer away, and exits 0 or 1, so an autograder
+can run it. The task texts and reference solutions are in docs/exercises.md;
+tests/test_exercises.py runs each checker on the unsolved scene, a wrong
+answer and the reference solution.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from dataops.course import AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, student_env, tags
+
+DEFAULT_EXERCISES = WORKSPACE.parent / "dataops-exercises"
+MARKER = "dataops-exercise.json"  # in .git/: invisible to git status
+CLASSMATE = {**AUTHOR, "GIT_AUTHOR_NAME": "Classmate", "GIT_COMMITTER_NAME": "Classmate",
+             "GIT_AUTHOR_EMAIL": "classmate@example.invalid", "GIT_COMMITTER_EMAIL": "classmate@example.invalid"}
+
+
+class Scene:
+    """A scenario repository, and the questions a checker asks of it."""
+
+    def __init__(self, repo: Path, env: dict = None):
+        self.repo, self.env = repo, env or student_env(WORKSPACE)
+
+    def sh(self, commands: str, check=True, cwd=None, env=None) -> subprocess.CompletedProcess:
+        result = subprocess.run(["bash", "-eo", "pipefail", "-c", commands], cwd=cwd or self.repo,
+                                env={**self.env, **(env or {})}, capture_output=True, text=True)
+        if check and result.returncode:
+            raise CourseError(f"$ {commands}\n{result.stdout}{result.stderr}")
+        return result
+
+    def git(self, args: str, check=True, cwd=None) -> str:
+        return self.sh(f"git {args}", check=check, cwd=cwd).stdout.strip()
+
+    def rev(self, name: str):
+        return self.git(f"rev-parse -q --verify '{name}^{{commit}}'", check=False) or None
+
+    def show(self, rev: str, path: str) -> str:
+        result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=self.repo, capture_output=True, text=True)
+        return result.stdout if result.returncode == 0 else None
+
+    def lock(self, rev: str = None) -> dict:
+        text = (self.repo / "dvc.lock").read_text() if rev is None else self.show(rev, "dvc.lock")
+        try:
+            return yaml.safe_load(text or "") or {}
+        except yaml.YAMLError:
+            return {}
+
+    def params(self, rev: str = None) -> dict:
+        text = (self.repo / "params.yaml").read_text() if rev is None else self.show(rev, "params.yaml")
+        try:
+            return yaml.safe_load(text or "") or {}
+        except yaml.YAMLError:
+            return {}
+
+    @staticmethod
+    def outs(lock: dict) -> dict:
+        return {out["path"]: out["md5"] for stage in lock.get("stages", {}).values()
+                for out in stage.get("outs", []) if "md5" in out}
+
+    def cached(self, digest: str) -> Path:
+        return self.repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+
+    def metrics(self, rev: str = None) -> dict:
+        """reports/metrics.json as commit REV's dvc.lock names it (from the cache), or on disk."""
+        if rev is None:
+            path = self.repo / "reports" / "metrics.json"
+        else:
+            digest = self.outs(self.lock(rev)).get("reports/metrics.json")
+            path = self.cached(digest) if digest else None
+        try:
+            return json.loads(path.read_text())
+        except (AttributeError, OSError, ValueError):
+            return {}
+
+    def dvc_clean(self, cwd=None) -> bool:
+        return "up to date" in self.sh("dvc status", check=False, cwd=cwd).stdout
+
+    def git_clean(self, cwd=None) -> bool:
+        return self.git("status --porcelain", cwd=cwd) == ""
+
+    def on_disk(self, rev: str = None, root: Path = None) -> bool:
+        """Every output of REV's dvc.lock (the working tree's by default) on disk, byte for byte."""
+        root = root or self.repo
+        return all((root / path).is_file() and md5(root / path) == digest
+                   for path, digest in self.outs(self.lock(rev)).items())
+
+    def history(self, ref: str = "main") -> list:
+        return self.git(f"rev-list {ref}").split()
+
+    def start(self) -> str:
+        """The commit the scene was set up at (recorded by `start`)."""
+        return json.loads((self.repo / ".git" / MARKER).read_text())["start"]
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def edit_cell(notebook: Path, old: str, new: str) -> None:
+    nb = json.loads(notebook.read_text())
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        if old in text:
+            cell["source"] = text.replace(old, new)
+            notebook.write_text(json.dumps(nb, indent=1) + "\n")
+            return
+    raise CourseError(f"{old!r} is not in {notebook}")
+
+
+def criterion(ok, label: str, hint: str) -> tuple:
+    return bool(ok), label, hint
+
+
+# ---------------------------------------------------------------------------
+# The exercises. Each: a number, a folder name, its title, the lesson tag it
+# starts from, what `start` does after the clone, and the checker's criteria.
+
+EXERCISES = {}
+
+
+def exercise(number: int, slug: str, title: str, lesson: int = 8):
+    def register(functions):
+        setup, check = functions()
+        EXERCISES[number] = dict(number=number, slug=slug, title=title, lesson=lesson, setup=setup, check=check)
+        return functions
+    return register
+
+
+@exercise(1, "worse-on-purpose", "Make the model worse on purpose, and prove it")
+def _():
+    def setup(s):
+        pass
+
+    def check(s):
+        start = s.start()
+        before, now = s.metrics(start).get("accuracy"), s.metrics().get("accuracy")
+        return [
+            criterion(s.params() != s.params(start), "params.yaml sets another value than the last commit",
+                      "change a knob in params.yaml (dvc params diff shows what you changed)"),
+            criterion(s.dvc_clean() and s.on_disk(), "the data, model and metrics are what the pipeline made "
+                      "with those parameters", "dvc status lists what is stale or edited by hand"),
+            criterion(now is not None and before is not None and now <= before - 0.05,
+                      "test accuracy fell by at least 0.05", "dvc metrics diff shows the change so far; "
+                      "which knobs limit what the model can learn?"),
+        ]
+    return setup, check
+
+
+@exercise(2, "experiment-grid", "An experiment grid: keep the best", lesson=8)
+def _():
+    def setup(s):
+        s.sh("sed -i -e 's/^  dataset: iris/  dataset: wine/' -e 's/^  model: .*/  model: svc/' params.yaml && "
+             "dvc repro -q && git commit -qam 'Move to the wine data set, with an SVM'")
+
+    def check(s):
+        start = s.start()
+        refs = s.git("for-each-ref --format='%(refname)' refs/exps").split()
+        grid = [ref for ref in refs if ref.startswith(f"refs/exps/{start[:2]}/{start[2:]}/")]
+        scores = {ref: s.metrics(ref).get("accuracy", -1) for ref in grid}
+        head = s.rev("HEAD")
+        applied = [ref for ref in grid if s.params(ref) == s.params("HEAD")]
+        best = max(scores.values(), default=None)
+        return [
+            criterion(len(grid) >= 3, "at least 3 experiments on top of the starting commit",
+                      "dvc exp run -S, with several values, runs one experiment per value; dvc exp show lists them"),
+            criterion(head != start and start in s.history("HEAD") and s.git_clean(),
+                      "a new commit on main, nothing left uncommitted", "commit what you applied"),
+            criterion(applied, "that commit's parameters are one experiment's",
+                      "dvc exp apply puts an experiment's parameters and results in the workspace"),
+            criterion(applied and s.metrics("HEAD").get("accuracy") == best and best is not None,
+                      "it is the experiment with the best test accuracy", "compare them: dvc exp show"),
+            criterion(s.dvc_clean() and s.on_disk(), "the files on disk are the ones dvc.lock names",
+                      "dvc status says what does not match"),
+        ]
+    return setup, check
+
+
+@exercise(3, "recover-a-model", "Recover last week's model")
+def _():
+    def setup(s):
+        s.sh("sed -i -e 's/^  model: .*/  model: logistic_regression/' "
+             "-e '/logistic_regression:/,/max_iter/ s/C: [0-9.e-]*/C: 0.0001/' params.yaml && dvc repro -q && "
+             "git commit -qam 'Simpler model (classmate)'", env=CLASSMATE)
+
+    def check(s):
+        start, saved = s.start(), s.repo.parent / "previous-model.skops"
+        wanted = s.outs(s.lock(f"{start}~1")).get("models/model.skops")
+        theirs = s.outs(s.lock(start)).get("models/model.skops")
+        got = md5(saved) if saved.is_file() else None
+        return [
+            criterion(got, "../previous-model.skops exists (beside the repository)", "save the model there"),
+            criterion(got == wanted, "it is the model of the commit before the classmate's, byte for byte",
+                      "that is the classmate's model: which commit's dvc.lock names the one you want?"
+                      if got == theirs else "compare its md5 with the one that commit's dvc.lock records"),
+            criterion(s.rev("main") and start in s.history("main") and s.outs(s.lock("main")).get(
+                "models/model.skops") == theirs, "the classmate's commit is still on main",
+                "get the old file without undoing their commit"),
+            criterion(s.dvc_clean() and s.git_clean() and s.on_disk(), "the working tree is main's, unchanged",
+                      "git status and dvc status say what moved"),
+        ]
+    return setup, check
+
+
+@exercise(4, "find-the-commit", "Which commit changed the training data?")
+def _():
+    def setup(s):
+        for edit, message in [("s/n_estimators: 100/n_estimators: 60/", "Fewer trees: faster training"),
+                              ("/^process:/,/^$/ s/random_state: 42/random_state: 7/", "Tidy up params.yaml"),
+                              ("s/max_depth: 3/max_depth: 4/", "Deeper trees")]:
+            s.sh(f"sed -i '{edit}' params.yaml && dvc repro -q && git commit -qam '{message}'", env=CLASSMATE)
+
+    def check(s):
+        start, tagged = s.start(), s.rev("changed-training-data")
+        recent = s.history(start)[:3]
+
+        def changes_train(commit):
+            return s.outs(s.lock(commit)).get("data/processed/train.csv") != \
+                s.outs(s.lock(f"{commit}~1")).get("data/processed/train.csv")
+        return [
+            criterion(tagged, "a tag changed-training-data exists", "git tag NAME COMMIT"),
+            criterion(tagged in recent, "it names one of the last three commits",
+                      "git log --oneline -3 lists them"),
+            criterion(tagged in recent and changes_train(tagged),
+                      "in that commit, data/processed/train.csv differs from its parent's",
+                      "dvc diff C~1 C --targets data/processed/train.csv says whether commit C changed it"),
+        ]
+    return setup, check
+
+
+BUG = ("predicted = model.predict(X)", "predicted = model.predict(X.drop(columns=X.columns[0]))")
+
+
+@exercise(5, "failed-stage", "Recover from a failed stage, and keep the evidence")
+def _():
+    def setup(s):
+        edit_cell(s.repo / "notebooks" / "04_evaluate.ipynb", *BUG)
+        failed = s.sh("dvc repro", check=False)
+        if failed.returncode == 0 or not (s.repo / "reports/failed/04_evaluate.ipynb").exists():
+            raise CourseError(f"the broken evaluate stage did not fail:\n{failed.stdout}{failed.stderr}")
+
+    def check(s):
+        failed = s.repo / "reports" / "failed" / "04_evaluate.ipynb"
+        committed = s.show("HEAD", "notebooks/04_evaluate.ipynb") or ""
+        return [
+            criterion(failed.is_file() and "ValueError" in failed.read_text(),
+                      "the failed run's notebook, with its error, is still in reports/failed/",
+                      "the runner keeps it there until a run of that stage succeeds: what deleted it?"),
+            criterion(BUG[1] not in (s.repo / "notebooks/04_evaluate.ipynb").read_text() and BUG[1] not in committed,
+                      "notebooks/04_evaluate.ipynb is the last good version", "git can put a file back as a "
+                      "commit had it"),
+            criterion(s.dvc_clean() and s.on_disk() and s.git_clean(),
+                      "the pipeline's files are the last good version (git status and dvc status clean)",
+                      "dvc status lists what is stale"),
+        ]
+    return setup, check
+
+
+@exercise(6, "damaged-cache", "Find and repair a damaged cache file")
+def _():
+    def setup(s):
+        old = s.outs(s.lock("lesson-05-change-a-parameter"))["models/model.skops"]
+        cached = s.cached(old)
+        cached.chmod(0o644)
+        cached.write_bytes(cached.read_bytes()[:-16] + b"\0" * 16)
+
+    def check(s):
+        needed = {digest for commit in s.history("main") for digest in s.outs(s.lock(commit)).values()}
+        missing = [d for d in needed if not s.cached(d).is_file()]
+        damaged = [d for d in needed if s.cached(d).is_file() and md5(s.cached(d)) != d]
+        return [
+            criterion(not missing, "every version a commit on main needs is in the cache",
+                      f"{len(missing)} version(s) missing: deleting a damaged file loses that version; "
+                      "the pipeline can make it again"),
+            criterion(not damaged, "every cached version has the md5 it is named after",
+                      f"{len(damaged)} cached file(s) damaged: dvc status, at the commit that uses it, notices"),
+            criterion(s.git("branch --show-current") == "main" and s.dvc_clean() and s.git_clean(),
+                      "back on main, with its files", "git checkout main, then dvc checkout"),
+        ]
+    return setup, check
+
+
+@exercise(7, "safe-gc", "Clean the cache, keep every committed version")
+def _():
+    def setup(s):
+        s.sh("sed -i 's/n_estimators: 100/n_estimators: 10/' params.yaml && dvc repro -q && "
+             "git checkout -q HEAD -- params.yaml dvc.lock && dvc checkout -q")
+
+    def check(s):
+        needed = {digest for commit in s.history("--all") for digest in s.outs(s.lock(commit)).values()}
+        stored = {p.parent.name + p.name for p in (s.repo / ".dvc/cache/files/md5").glob("*/*")}
+        return [
+            criterion(needed <= stored, "every version a commit needs is still in the cache",
+                      f"{len(needed - stored)} version(s) gone: gc's flags decide what counts as used "
+                      "(dvc pull gets pushed ones back)"),
+            criterion(not stored - needed, "nothing is left that no commit needs",
+                      f"{len(stored - needed)} cached file(s) no commit uses"),
+            criterion(s.dvc_clean() and s.on_disk(), "the working tree's files are all there",
+                      "dvc status says what is missing"),
+        ]
+    return setup, check
+
+
+@exercise(8, "share-with-a-classmate", "Push to a remote, pull into a classmate's clone")
+def _():
+    def setup(s):
+        s.sh("dvc push -q && git clone -q . ../classmate && cd ../classmate && dvc pull -q")
+        s.sh("sed -i 's/n_estimators: 100/n_estimators: 50/' params.yaml && dvc repro -q && "
+             "git commit -qam 'Fifty trees'")
+
+    def check(s):
+        remote, classmate = s.repo.parent / "storage", s.repo.parent / "classmate"
+        wanted = s.outs(s.lock("main"))
+        return [
+            criterion(all((remote / "files/md5" / d[:2] / d[2:]).is_file() for d in wanted.values()),
+                      "the remote holds every file main's dvc.lock names",
+                      "your cache has them; the remote does not yet"),
+            criterion(s.git("rev-parse HEAD", cwd=classmate) == s.rev("main"),
+                      "the classmate's clone is at your latest commit", "git, in their clone, can fetch it"),
+            criterion(s.on_disk("HEAD", root=classmate) and s.dvc_clean(cwd=classmate),
+                      "the classmate has that commit's data and model, byte for byte",
+                      "dvc status, in their clone, says what they lack"),
+        ]
+    return setup, check
+
+
+@exercise(9, "merge-conflict", "Resolve a dvc.lock merge conflict")
+def _():
+    def setup(s):
+        s.sh("git checkout -q -b alice && sed -i 's/test_size: 0.2 /test_size: 0.25/' params.yaml && "
+             "dvc repro -q && git commit -qam 'Hold out a quarter'", env=CLASSMATE)
+        s.sh("git checkout -q main && dvc checkout -q && "
+             "sed -i 's/n_estimators: 100/n_estimators: 50/' params.yaml && dvc repro -q && "
+             "git commit -qam 'Fifty trees'")
+        merge = s.sh("git merge alice", check=False)
+        if "CONFLICT (content): Merge conflict in dvc.lock" not in merge.stdout:
+            raise CourseError(f"the merge did not conflict in dvc.lock:\n{merge.stdout}{merge.stderr}")
+
+    def check(s):
+        parents = s.git("log -1 --format=%P HEAD").split()
+        params = s.params()
+        return [
+            criterion(sorted(parents) == sorted([s.start(), s.rev("alice")]),
+                      "the merge of alice into main is committed", "git commit ends a merge"),
+            criterion(params.get("process", {}).get("test_size") == 0.25
+                      and params.get("train", {}).get("random_forest", {}).get("n_estimators") == 50,
+                      "params.yaml has both changes", "git merged params.yaml cleanly: keep both"),
+            criterion("<<<<<<<" not in (s.repo / "dvc.lock").read_text() and s.dvc_clean() and s.on_disk()
+                      and s.git_clean(), "dvc.lock, committed, describes the merged parameters and the files",
+                      "neither side's dvc.lock was made with the merged parameters: dvc status says what is stale"),
+        ]
+    return setup, check
+
+
+@exercise(10, "add-a-stage", "Add a stage of your own")
+def _():
+    def setup(s):
+        pass
+
+    def check(s):
+        spec = yaml.safe_load(s.show("HEAD", "dvc.yaml") or "") or {}
+        ours = {"get_data", "process_data", "train_model", "evaluate"}
+        new = {name: stage for name, stage in spec.get("stages", {}).items() if name not in ours}
+        reads = [name for name, stage in new.items() if "data/processed/train.csv" in stage.get("deps", [])]
+        locked = s.lock("HEAD").get("stages", {})
+        return [
+            criterion(new, "dvc.yaml, committed, has a stage of yours", "dvc stage add, then commit"),
+            criterion(reads, "it reads the processed training set (data/processed/train.csv)",
+                      "a stage's -d lists what it reads"),
+            criterion(reads and all(spec["stages"][name].get("outs") for name in reads),
+                      "it writes an output of its own", "a stage's -o lists what it writes"),
+            criterion(reads and all(name in locked for name in reads) and s.dvc_clean() and s.on_disk("HEAD")
+                      and s.git_clean(), "it ran, and dvc.lock, committed, records its output",
+                      "dvc repro runs it; dvc status says what is stale"),
+        ]
+    return setup, check
+
+
+# ---------------------------------------------------------------------------
+
+def folder_of(number: int, exercises: Path) -> Path:
+    spec = EXERCISES[number]
+    return exercises / f"{number:02d}-{spec['slug']}"
+
+
+def start(number: int, course: Path = DEFAULT_FOLDER, exercises: Path = DEFAULT_EXERCISES, say=print) -> Path:
+    spec = EXERCISES[number]
+    source = course.resolve() / "repo"
+    if not (source / ".git").is_dir() or not tags(source):
+        raise CourseError(f"no course in {course}: build it first (make course, about 75 s)")
+    folder = folder_of(number, exercises.resolve())
+    if folder.exists():
+        n = 1
+        while folder.with_name(f"{folder.name}.attempt-{n}").exists():
+            n += 1
+        folder.rename(folder.with_name(f"{folder.name}.attempt-{n}"))
+        say(f"Your earlier attempt is kept, untouched, in {folder.name}.attempt-{n}/")
+    repo = folder / "repo"
+    tag = tags(source)[spec["lesson"]]
+    s = Scene(repo, {**student_env(WORKSPACE), **AUTHOR})
+    s.git(f"clone -q --branch {tag} {source} {repo}", cwd=source)
+    s.git("checkout -q -B main && git remote remove origin")
+    # The course's cache, copied (never linked: exercise 6 damages a file in it).
+    shutil.copytree(source / ".dvc" / "cache" / "files", repo / ".dvc" / "cache" / "files")
+    if (source / ".dvc" / "cache" / "runs").is_dir():
+        shutil.copytree(source / ".dvc" / "cache" / "runs", repo / ".dvc" / "cache" / "runs")
+    (repo / ".venv").symlink_to(Path(sys.prefix))
+    from dataops.install import install_workspace
+
+    install_workspace(repo)
+    s.sh("dvc checkout -q")
+    spec["setup"](s)
+    (repo / ".git" / MARKER).write_text(json.dumps({"exercise": number, "start": s.rev("HEAD")}) + "\n")
+    say(f"Exercise {number}, {spec['title']}: set up in {repo}")
+    say(f"  cd {repo}   # the task: docs/exercises.md, exercise {number}")
+    say(f"  make check {number}   # when you think you are done (from there or from the workspace)")
+    return repo
+
+
+def check(number: int, repo: Path, say=print) -> bool:
+    marker = repo / ".git" / MARKER
+    if not marker.is_file() or json.loads(marker.read_text())["exercise"] != number:
+        raise CourseError(f"{repo} is not exercise {number}'s scenario: set it up with make exercise {number}")
+    results = EXERCISES[number]["check"](Scene(repo))
+    for ok, label, hint in results:
+        say(f"✓ {label}" if ok else f"✗ {label}\n    hint: {hint}")
+    passed = sum(ok for ok, _, _ in results)
+    say(f"Exercise {number}: {passed} of {len(results)} criteria met." + (" Well done." if passed == len(results) else ""))
+    return passed == len(results)
+
+
+def where(number: int, exercises: Path) -> Path:
+    """The scenario to check: the current repository if it is exercise NUMBER's, else its usual folder."""
+    here = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True).stdout.strip()
+                or ".")
+    marker = here / ".git" / MARKER
+    if marker.is_file() and json.loads(marker.read_text())["exercise"] == number:
+        return here
+    return folder_of(number, exercises.resolve()) / "repo"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dataops.exercises", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "check", "list"])
+    parser.add_argument("number", nargs="?", type=int)
+    parser.add_argument("--course", type=Path, default=Path(os.environ.get("COURSE") or DEFAULT_FOLDER))
+    parser.add_argument("--exercises", type=Path, default=Path(os.environ.get("EXERCISES") or DEFAULT_EXERCISES))
+    args = parser.parse_args(argv)
+    if args.command == "list" or args.number not in EXERCISES:
+        if args.command != "list":
+            print(f"✗ which exercise? one of {min(EXERCISES)} to {max(EXERCISES)}: make {args.command} 3",
+                  file=sys.stderr)
+        for number, spec in EXERCISES.items():
+            print(f"{number:>2}. {spec['title']}")
+        return 0 if args.command == "list" else 1
+    try:
+        if args.command == "start":
+            start(args.number, args.course, args.exercises)
+            return 0
+        return 0 if check(args.number, where(args.number, args.exercises)) else 1
+    except CourseError as error:
+        print(f"✗ {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
