@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: all setup repro test lab student-edition bench lock course course-verify course-publish catch-up exercise check
+.PHONY: all setup repro test lab student-edition bench lock course course-verify course-publish catch-up exercise check class-deps class-remote class-remote-stop class-join leaderboard class-bench
 
 all: repro
 
@@ -97,6 +97,30 @@ endif
 exercise check: | $(VENV)/.installed
 	@python -m dataops.exercises $(if $(filter exercise,$@),start,check) $(N) --course $(COURSE) --exercises $(EXERCISES)
 
+# The class as one system (README, "A class on one store"): the instructor's
+# S3 store (SeaweedFS) and class git remote in CLASS, students' experiments
+# pushed to both, a leaderboard. Optional: class-deps adds dvc-s3 and
+# SeaweedFS (requirements-class.txt) to the venv; `make` never needs them.
+CLASS ?= ../dataops-class
+CLASS_HOST ?= 127.0.0.1
+CLASS_PORT ?= 8333
+STUDENTS ?= 40
+class-deps: setup
+	uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements-class.txt
+class-remote: class-deps
+	@python -m dataops.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT)
+class-remote-stop:
+	@python -m dataops.classroom stop --class-dir $(CLASS)
+class-join: class-deps
+	@python -m dataops.classroom join --class-dir $(CLASS)
+leaderboard: class-deps
+	@python -m dataops.classroom leaderboard --class-dir $(CLASS)
+# A simulated class on loopback: STUDENTS clones push at once, with and without
+# the store killed mid-push (bench/class_bench.py).
+class-bench: class-deps
+	python bench/class_bench.py --students $(STUDENTS)
+	python bench/class_bench.py --students $(STUDENTS) --fault
+
 # Speed of the notebook pipeline against the same code as plain scripts.
 bench: setup
 	python bench/bench.py
@@ -106,7 +130,10 @@ bench: setup
 # needs others. rfc3987-syntax and lark stay out: jsonschema imports them
 # whenever they are installed, about 1.5 s in every papermill and nbval process,
 # and only JupyterLab's event schemas would use them (README, "Speed").
+# requirements-class.txt (make class-remote) is the same set plus the class
+# store's packages; tests/test_requirements.py checks the two agree.
+LOCK := uv pip compile --universal --python-version 3.11 --quiet \
+	  --no-emit-package rfc3987-syntax --no-emit-package lark --custom-compile-command "make lock"
 lock: setup
-	uv pip compile requirements.in --universal --python-version 3.11 --quiet \
-	  --no-emit-package rfc3987-syntax --no-emit-package lark \
-	  --custom-compile-command "make lock" -o requirements.txt
+	$(LOCK) requirements.in -o requirements.txt
+	$(LOCK) requirements-class.in -o requirements-class.txt
