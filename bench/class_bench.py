@@ -21,6 +21,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,7 +70,7 @@ def outs(lock_text: str) -> dict:
 
 
 def simulate(students: int, folder: Path, fault: bool = False, workers: int = None, say=print,
-             keep_running: bool = False) -> dict:
+             keep_running: bool = False, down_for: float = 1.0) -> dict:
     class_dir, figures = folder / "class", {"students": students, "fault": fault}
     classroom.serve(class_dir, port=classroom._free_port("127.0.0.1"), say=say)
     try:
@@ -96,23 +97,30 @@ def simulate(students: int, folder: Path, fault: bool = False, workers: int = No
         def push(name):
             return sh(f"dvc exp push -r class class {name}", cwd=folder / name.split("-")[0], check=False)
 
+        baseline = written(class_dir)
         began = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(students) as pool:
             pushing = {name: pool.submit(push, name) for name in names}
             if fault:
-                time.sleep(1.0)
+                # In the middle of the pushes: as soon as the first student's objects arrive.
+                wait_for_first_object(class_dir, baseline, timeout=120)
                 pid = classroom._state(class_dir)["pid"]
                 os.killpg(pid, signal.SIGKILL)
+                figures["fault: killed after, s"] = time.perf_counter() - began
                 say(f"  fault: killed the store (pid {pid}) {time.perf_counter() - began:.1f} s into the pushes")
-                time.sleep(1.0)
+                time.sleep(down_for)
+                restarted = time.perf_counter()
                 classroom.serve(class_dir, say=say)
+                figures["fault: store back after, s"] = time.perf_counter() - restarted
             results = {name: future.result() for name, future in pushing.items()}
         failed = [name for name, result in results.items() if result.returncode]
         figures["push wall, s"] = time.perf_counter() - began
         figures["pushes failed"] = len(failed)
-        figures["failure messages"] = sorted({line for name in failed for line in
-                                              (results[name].stdout + results[name].stderr).splitlines()
-                                              if line.startswith("ERROR")})
+        # DVC's messages, one of each kind (object names, URLs and counts left out).
+        figures["failure messages"] = sorted({
+            re.sub(r'"http[^"]*"', "<url>", re.sub(r"[0-9a-f]{32}", "<md5>", re.sub(r"\d+ files", "N files", line)))
+            for name in failed for line in (results[name].stdout + results[name].stderr).splitlines()
+            if line.startswith("ERROR")})
         retried = [push(name) for name in failed]
         figures["retries failed"] = sum(bool(result.returncode) for result in retried)
 
@@ -153,10 +161,23 @@ def store_audit(class_dir: Path):
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=state["bucket"], Prefix="dvc/files/md5/"):
         for item in page.get("Contents", []):
             body = client.get_object(Bucket=state["bucket"], Key=item["Key"])["Body"].read()
-            digest = "".join(item["Key"].split("/")[-2:])
             count, size = count + 1, size + len(body)
-            bad += hashlib.md5(body).hexdigest() != digest
+            bad += hashlib.md5(body).hexdigest() != "".join(item["Key"].split("/")[-2:])
     return bad, count, size
+
+
+def written(class_dir: Path) -> int:
+    """Bytes in the store's volume indexes, which grow with every object it writes
+    (read from disk every 10 ms: asking the store over S3 takes longer than a push)."""
+    return sum(path.stat().st_size for path in (class_dir / "store").glob("*.idx"))
+
+
+def wait_for_first_object(class_dir: Path, baseline: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while written(class_dir) <= baseline:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no push reached the store within {timeout} s")
+        time.sleep(0.01)
 
 
 def main() -> int:

@@ -57,14 +57,16 @@ def test_make_class_remote_starts_and_stops_the_store_and_keeps_credentials_untr
 @pytest.mark.slow
 def test_five_students_push_through_a_store_killed_mid_push_and_nothing_is_lost(tmp_path):
     bench = class_bench()
-    figures = bench.simulate(5, tmp_path, fault=True, keep_running=True, say=print)
+    # Down for 15 s: longer than DVC's own retries, so the pushes in flight must fail.
+    figures = bench.simulate(5, tmp_path, fault=True, keep_running=True, say=print, down_for=15)
     class_dir, instructor = tmp_path / "class", tmp_path / "instructor"
     try:
         print(figures)
         # The fault broke pushes, each with DVC's message, and every retry succeeded.
         assert figures["pushes failed"] >= 1
-        assert figures["failure messages"] and all(
-            "failed to push" in message for message in figures["failure messages"])
+        messages = figures["failure messages"]
+        assert messages and all(message.startswith("ERROR: failed to ") for message in messages), messages
+        assert any("Could not connect to the endpoint URL" in message for message in messages), messages
         assert figures["retries failed"] == 0
         # Nothing lost, nothing partial: every object the experiments name, byte for byte.
         assert figures["experiments on the class remote"] == 5

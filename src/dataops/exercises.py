@@ -86,15 +86,13 @@ class Scene:
         return self.repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
 
     def metrics(self, rev: str = None) -> dict:
-        """reports/metrics.json as commit REV's dvc.lock names it (from the cache), or on disk."""
-        if rev is None:
-            path = self.repo / "reports" / "metrics.json"
-        else:
-            digest = self.outs(self.lock(rev)).get("reports/metrics.json")
-            path = self.cached(digest) if digest else None
+        """reports/metrics.json as the pipeline wrote it for commit REV (the working
+        tree's dvc.lock by default): the version that dvc.lock names, from the cache,
+        whatever the file on disk now says."""
+        digest = self.outs(self.lock(rev)).get("reports/metrics.json")
         try:
-            return json.loads(path.read_text())
-        except (AttributeError, OSError, ValueError):
+            return json.loads(self.cached(digest).read_text())
+        except (AttributeError, OSError, TypeError, ValueError):
             return {}
 
     def dvc_clean(self, cwd=None) -> bool:
@@ -187,7 +185,7 @@ def _():
         best = max(scores.values(), default=None)
         return [
             criterion(len(grid) >= 3, "at least 3 experiments on top of the starting commit",
-                      "dvc exp run -S, with several values, runs one experiment per value; dvc exp show lists them"),
+                      "each dvc exp run -S ... is one experiment (a grid: --queue); dvc exp show lists them"),
             criterion(head != start and start in s.history("HEAD") and s.git_clean(),
                       "a new commit on main, nothing left uncommitted", "commit what you applied"),
             criterion(applied, "that commit's parameters are one experiment's",
