@@ -40,10 +40,11 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def sh(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+    # A student's shell: none of the variables a test process may carry (nbval's sandbox root).
+    env = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATAOPS_ROOT", "DATAOPS_STAGE")},
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "Student", "GIT_AUTHOR_EMAIL": "s@example.invalid",
            "GIT_COMMITTER_NAME": "Student", "GIT_COMMITTER_EMAIL": "s@example.invalid"}
-    env.pop("PYTHONPATH", None)
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                             shell=isinstance(args, str))
     if check and result.returncode:

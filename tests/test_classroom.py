@@ -57,10 +57,10 @@ def test_make_class_remote_starts_and_stops_the_store_and_keeps_credentials_untr
 @pytest.mark.slow
 def test_five_students_push_through_a_store_killed_mid_push_and_nothing_is_lost(tmp_path):
     bench = class_bench()
-    # Down for 15 s: longer than DVC's own retries, so the pushes in flight must fail.
-    figures = bench.simulate(5, tmp_path, fault=True, keep_running=True, say=print, down_for=15)
     class_dir, instructor = tmp_path / "class", tmp_path / "instructor"
     try:
+        # Down for 15 s: longer than DVC's own retries, so the pushes in flight must fail.
+        figures = bench.simulate(5, tmp_path, fault=True, keep_running=True, say=print, down_for=15)
         print(figures)
         # The fault broke pushes, each with DVC's message, and every retry succeeded.
         assert figures["pushes failed"] >= 1

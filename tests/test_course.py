@@ -4,7 +4,6 @@ catch-up that loses nothing, and what an instructor publishes for a class."""
 
 import re
 import shutil
-import subprocess
 
 import pytest
 import yaml

@@ -16,13 +16,11 @@ git never tracks.
 """
 
 import argparse
-import hashlib
 import html
 import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +39,11 @@ BUCKET = "class"
 REMOTE = "class"  # the name of both remotes in a clone: git's and DVC's
 WEED = Path(sys.executable).parent / "weed"
 DVC = str(Path(sys.executable).parent / "dvc")  # the venv's (dataops.install), activated or not
-PORTS = ["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc"]
+# Every port weed server listens on, each set: its defaults (8181 and 9101 too)
+# would collide with a second store on the same machine.
+PORTS = {"s3": "s3.port", "s3.grpc": "s3.port.grpc", "s3.iceberg": "s3.port.iceberg", "s3.lance": "s3.port.lance",
+         "master": "master.port", "master.grpc": "master.port.grpc", "volume": "volume.port",
+         "volume.grpc": "volume.port.grpc", "filer": "filer.port", "filer.grpc": "filer.port.grpc"}
 
 
 def _free_port(host: str) -> int:
@@ -107,8 +109,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8333, say=print, ti
     (folder / "store").mkdir(parents=True, exist_ok=True)
     command = [str(WEED), "server", f"-dir={folder / 'store'}", f"-ip={host}", f"-ip.bind={host}",
                "-s3", f"-s3.config={identities}", "-s3.autoCreateBucket", "-volume.max=0",
-               *[f"-{name.replace('.grpc', '.port.grpc') if name.endswith('.grpc') else name + '.port'}={number}"
-                 for name, number in ports.items()]]
+               *[f"-{PORTS[name]}={number}" for name, number in ports.items()]]
     with open(folder / "store.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
@@ -273,10 +274,6 @@ def leaderboard(repo: Path, html_path: Path, say=print) -> list:
         f"{cells}</table></body></html>\n")
     say(f"{len(rows)} experiments; the page: {html_path}")
     return rows
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
 def main(argv=None) -> int:

@@ -107,7 +107,7 @@ def student_env(workspace: Path) -> dict:
     return env
 
 
-def run_lesson(lesson: Lesson, repo: Path, env: dict, say=print) -> None:
+def run_lesson(lesson: Lesson, repo: Path, env: dict) -> None:
     """Run a page's blocks in the course repository, check them, tag the result."""
     for line, commands, expects in blocks(lesson.text):
         result = subprocess.run(["bash", "-eo", "pipefail", "-c", commands], cwd=repo, env=env,
@@ -134,7 +134,7 @@ def build(folder: Path, workspace: Path = WORKSPACE, say=print) -> Path:
     say(f"Building the course in {repo}, from the lesson pages in {LESSONS.relative_to(WORKSPACE)}/")
     for lesson in lessons():
         begun = time.perf_counter()
-        run_lesson(lesson, repo, env, say)
+        run_lesson(lesson, repo, env)
         say(f"  {lesson.tag:<34} {time.perf_counter() - begun:5.1f} s  {lesson.title}")
     say(f"Built {len(lessons())} lessons in {time.perf_counter() - started:.0f} s. "
         f"`git tag` in {repo} lists them; `make catch-up LESSON=N` there goes to the start of lesson N.")

@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -389,9 +388,9 @@ def _():
             criterion(new, "dvc.yaml, committed, has a stage of yours", "dvc stage add, then commit"),
             criterion(reads, "it reads the processed training set (data/processed/train.csv)",
                       "a stage's -d lists what it reads"),
-            criterion(reads and all(spec["stages"][name].get("outs") for name in reads),
+            criterion(new and all(stage.get("outs") for stage in new.values()),
                       "it writes an output of its own", "a stage's -o lists what it writes"),
-            criterion(reads and all(name in locked for name in reads) and s.dvc_clean() and s.on_disk("HEAD")
+            criterion(new and all(name in locked for name in new) and s.dvc_clean() and s.on_disk("HEAD")
                       and s.git_clean(), "it ran, and dvc.lock, committed, records its output",
                       "dvc repro runs it; dvc status says what is stale"),
         ]
