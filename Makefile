@@ -83,7 +83,10 @@ course-verify: setup
 	python -m dataops.course verify $(COURSE)
 course-publish: setup
 	python -m dataops.course publish $(COURSE)
-catch-up: | $(VENV)/.installed
+# A workspace already set up is used as it is (a fresh clone's newer
+# requirements.txt would otherwise re-run the install before each command).
+READY := $(if $(wildcard $(VENV)/.installed),,setup)
+catch-up: $(READY)
 	@test -n "$(LESSON)" || { echo "Which lesson? make catch-up LESSON=3"; exit 1; }
 	@python -m dataops.course catch-up $(LESSON)
 
@@ -94,7 +97,7 @@ ifneq ($(filter exercise check,$(firstword $(MAKECMDGOALS))),)
 N := $(word 2,$(MAKECMDGOALS))
 $(eval $(N):;@:)
 endif
-exercise check: | $(VENV)/.installed
+exercise check: $(READY)
 	@python -m dataops.exercises $(if $(filter exercise,$@),start,check) $(N) --course $(COURSE) --exercises $(EXERCISES)
 
 # The class as one system (README, "A class on one store"): the instructor's
