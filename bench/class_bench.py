@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from dataops import classroom  # noqa: E402
+from dataops.course import md5, outputs, stored  # noqa: E402
 from dataops.install import install_workspace  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -52,10 +53,6 @@ def sh(args, cwd, check=True):
     return result
 
 
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 def clone(source, destination, class_dir):
     sh(["git", "clone", "-q", str(source), str(destination)], cwd=destination.parent)
     (destination / ".venv").symlink_to(VENV_BIN.parent)
@@ -66,8 +63,7 @@ def clone(source, destination, class_dir):
 def outs(lock_text: str) -> dict:
     import yaml
 
-    lock = yaml.safe_load(lock_text) or {}
-    return {out["path"]: out["md5"] for stage in lock.get("stages", {}).values() for out in stage.get("outs", [])}
+    return outputs(yaml.safe_load(lock_text))
 
 
 def simulate(students: int, folder: Path, fault: bool = False, workers: int = None, say=print,
@@ -134,16 +130,15 @@ def simulate(students: int, folder: Path, fault: bool = False, workers: int = No
                 sh("git for-each-ref --format='%(refname)' refs/exps", cwd=instructor).stdout.split()}
         for name in names:
             expected |= set(outs(sh(["git", "show", f"{refs[name]}:dvc.lock"], cwd=instructor).stdout).values())
-        cache = instructor / ".dvc" / "cache" / "files" / "md5"
         for digest in expected:
-            path = cache / digest[:2] / digest[2:]
+            path = stored(instructor / ".dvc" / "cache", digest)
             missing += not path.exists()
             mismatches += path.exists() and md5(path) != digest
         figures["objects the experiments name"] = len(expected)
         figures["missing after pull"] = missing
         figures["md5 mismatches in the instructor's cache"] = mismatches
-        figures["partial or damaged objects in the store"], stored, size = store_audit(class_dir)
-        figures["objects in the store"], figures["MB in the store"] = stored, size / 1e6
+        figures["partial or damaged objects in the store"], count, size = store_audit(class_dir)
+        figures["objects in the store"], figures["MB in the store"] = count, size / 1e6
         figures["experiments on the class remote"] = len(
             sh("dvc exp list class --all-commits --name-only", cwd=instructor).stdout.split())
         figures["push throughput, experiments/s"] = students / figures["push wall, s"]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from dataops.course import WORKSPACE, CourseError
+from dataops.course import WORKSPACE, CourseError, locked_metrics
 
 DEFAULT_CLASS = WORKSPACE.parent / "dataops-class"
 BUCKET = "class"
@@ -196,18 +196,6 @@ def join(repo: Path, folder: Path, say=print) -> None:
         f"DVC remote {REMOTE!r} = s3://{state['bucket']}/dvc at {state['endpoint']} (credentials in .dvc/config.local)")
 
 
-def _metrics(repo: Path, lock: dict) -> dict:
-    for stage in lock.get("stages", {}).values():
-        for out in stage.get("outs", []):
-            if out["path"] == "reports/metrics.json":
-                cached = repo / ".dvc/cache/files/md5" / out["md5"][:2] / out["md5"][2:]
-                try:
-                    return json.loads(cached.read_text())
-                except (OSError, ValueError):
-                    return {}
-    return {}
-
-
 def _flat(tree: dict, prefix="") -> dict:
     flat = {}
     for key, value in (tree or {}).items():
@@ -237,7 +225,7 @@ def experiments(repo: Path, names=None) -> list:
         before, after = _flat(show(baseline, "params.yaml")), _flat(show(ref, "params.yaml"))
         changed = {key: value for key, value in after.items() if before.get(key) != value}
         rows.append({"student": name.split("-")[0], "experiment": name, "changed": changed,
-                     "metrics": _metrics(repo, show(ref, "dvc.lock"))})
+                     "metrics": locked_metrics(repo, show(ref, "dvc.lock"))})
     return sorted(rows, key=lambda row: (-row["metrics"].get("accuracy", -1), row["experiment"]))
 
 

@@ -21,6 +21,8 @@ FOLDER/classmate), so one ``rm -rf FOLDER`` removes everything.
 """
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -166,23 +168,44 @@ def _unique(make_name, exists) -> str:
     return name
 
 
+def md5(path: Path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def stored(store: Path, digest: str) -> Path:
+    """Where DVC 3 keeps a file of that md5, in a cache (.dvc/cache) or a local remote."""
+    return store / "files" / "md5" / digest[:2] / digest[2:]
+
+
+def outputs(lock: dict) -> dict:
+    """{path: md5} of every output a dvc.lock records."""
+    return {out["path"]: out["md5"] for stage in (lock or {}).get("stages", {}).values()
+            for out in stage.get("outs", []) if "md5" in out}
+
+
+def locked_metrics(repo: Path, lock: dict) -> dict:
+    """reports/metrics.json as the run that LOCK records wrote it (from the cache),
+    whatever the file on disk says now."""
+    digest = outputs(lock).get("reports/metrics.json")
+    try:
+        return json.loads(stored(repo / ".dvc" / "cache", digest).read_text())
+    except (OSError, TypeError, ValueError):
+        return {}
+
+
 def _unsaved_outputs(repo: Path) -> list:
     """Tracked outputs on disk whose bytes are in no version DVC saved: a
     `dvc checkout` would refuse to overwrite them, and they exist nowhere else."""
-    import hashlib
-
     import yaml
 
-    cache = Path(_dvc(["cache", "dir"], repo).stdout.strip()) / "files" / "md5"
+    cache = Path(_dvc(["cache", "dir"], repo).stdout.strip())
     spec = yaml.safe_load((repo / "dvc.yaml").read_text()) if (repo / "dvc.yaml").exists() else {}
     unsaved = []
     for stage in (spec or {}).get("stages", {}).values():
         for out in stage.get("outs", []):
             path = repo / (out if isinstance(out, str) else next(iter(out)))
-            if path.is_file():
-                digest = hashlib.md5(path.read_bytes()).hexdigest()
-                if not (cache / digest[:2] / digest[2:]).exists():
-                    unsaved.append(path.relative_to(repo))
+            if path.is_file() and not stored(cache, md5(path)).exists():
+                unsaved.append(path.relative_to(repo))
     return unsaved
 
 

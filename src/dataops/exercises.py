@@ -21,7 +21,6 @@ answer and the reference solution.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from dataops.course import AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, student_env, tags
+from dataops.course import (AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, locked_metrics, md5, outputs,
+                            stored, student_env, tags)
 
 DEFAULT_EXERCISES = WORKSPACE.parent / "dataops-exercises"
 MARKER = "dataops-exercise.json"  # in .git/: invisible to git status
@@ -76,23 +76,15 @@ class Scene:
         except yaml.YAMLError:
             return {}
 
-    @staticmethod
-    def outs(lock: dict) -> dict:
-        return {out["path"]: out["md5"] for stage in lock.get("stages", {}).values()
-                for out in stage.get("outs", []) if "md5" in out}
+    outs = staticmethod(outputs)
 
     def cached(self, digest: str) -> Path:
-        return self.repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+        return stored(self.repo / ".dvc" / "cache", digest)
 
     def metrics(self, rev: str = None) -> dict:
         """reports/metrics.json as the pipeline wrote it for commit REV (the working
-        tree's dvc.lock by default): the version that dvc.lock names, from the cache,
-        whatever the file on disk now says."""
-        digest = self.outs(self.lock(rev)).get("reports/metrics.json")
-        try:
-            return json.loads(self.cached(digest).read_text())
-        except (AttributeError, OSError, TypeError, ValueError):
-            return {}
+        tree's dvc.lock by default), whatever the file on disk now says."""
+        return locked_metrics(self.repo, self.lock(rev))
 
     def dvc_clean(self, cwd=None) -> bool:
         return "up to date" in self.sh("dvc status", check=False, cwd=cwd).stdout
@@ -112,10 +104,6 @@ class Scene:
     def start(self) -> str:
         """The commit the scene was set up at (recorded by `start`)."""
         return json.loads((self.repo / ".git" / MARKER).read_text())["start"]
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
 def edit_cell(notebook: Path, old: str, new: str) -> None:
@@ -333,7 +321,7 @@ def _():
         remote, classmate = s.repo.parent / "storage", s.repo.parent / "classmate"
         wanted = s.outs(s.lock("main"))
         return [
-            criterion(all((remote / "files/md5" / d[:2] / d[2:]).is_file() for d in wanted.values()),
+            criterion(all(stored(remote, d).is_file() for d in wanted.values()),
                       "the remote holds every file main's dvc.lock names",
                       "your cache has them; the remote does not yet"),
             criterion(s.git("rev-parse HEAD", cwd=classmate) == s.rev("main"),
