@@ -53,7 +53,8 @@ TARGETS = {
 
 
 def measure(cmd, cwd, env):
-    """Wall time and peak memory (RSS summed over the process tree, sampled every 20 ms)."""
+    """Wall time and peak memory (RSS summed over the process tree, sampled every 20 ms; shared pages count
+    once per process, so forked kernels are overcounted)."""
     started = time.perf_counter()
     process = psutil.Popen(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -63,9 +64,15 @@ def measure(cmd, cwd, env):
         nonlocal peak
         while not done.is_set():
             try:
-                tree = [process, *process.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree))
-            except psutil.Error:
+                tree = {p.pid: p for p in [process, *process.children(recursive=True)]}
+                # The preloaded kernel process (dataops.kernel) leaves the tree when the
+                # stage that started it ends; it and its forked kernels still count.
+                for other in psutil.process_iter(["cmdline"]):
+                    argv = other.info["cmdline"] or []
+                    if "--zygote" in argv[:-2] and int(argv[argv.index("--zygote") + 1]) in tree:
+                        tree |= {p.pid: p for p in [other, *other.children(recursive=True)]}
+                peak = max(peak, sum(p.memory_info().rss for p in tree.values()))
+            except (psutil.Error, ValueError):
                 pass
             time.sleep(0.02)
 

@@ -2,6 +2,7 @@
 only where a debugger can attach, and WorkspaceError as one line through IPython's own protocol."""
 
 import os
+import re
 
 import pytest
 
@@ -45,9 +46,19 @@ def test_a_workspace_error_shows_as_one_line_through_render_traceback(clone):
     assert printed == "WorkspaceError: params.yaml: x"
 
 
+def kernels_that_imported(output, package):
+    """How many processes imported `package` themselves, in the output of a run with PYTHONPROFILEIMPORTTIME=1."""
+    return len(re.findall(rf"^import time:.*\|\s+{package}$", output, re.MULTILINE))
+
+
 @pytest.mark.parametrize("stock", ["0", "1"], ids=["tested jupyter_client", "stock fallback"])
 def test_stages_run_with_the_speed_ups_and_with_stock_jupyter_client(workspace, stock):
     set_param(workspace, "process.test_size", 0.25)
-    result = run("dvc repro process_data", cwd=workspace, env={"DATAOPS_STOCK_KERNEL": stock})
-    assert "✓ process_data" in result.stdout
-    assert kernels_in(workspace) == [], "no kernel left running"
+    result = run("dvc repro", cwd=workspace, env={"DATAOPS_STOCK_KERNEL": stock, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert all(f"✓ {name}" in result.stdout for name in ("process_data", "train_model", "evaluate"))
+    # With the speed-ups, the first stage's kernel imports pandas; the two
+    # after it are forks of the preloaded process, which has it already.
+    # Stock: every kernel imports it. Nothing is left running either way.
+    assert kernels_that_imported(result.stderr, "pandas") == (3 if stock == "1" else 1)
+    assert kernels_in(workspace, wait=1) == [], "no kernel nor preloaded process left running"
+    assert "up to date" in run("dvc status", cwd=workspace).stdout

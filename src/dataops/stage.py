@@ -83,15 +83,17 @@ def headlines(cells) -> list:
 
 def _stage(root: Path, notebook: Path):
     """This notebook's stage in dvc.yaml: its name, its entry (deps, params,
-    outs), and every path some stage writes."""
+    outs), and every path some stage writes (a stage's entry also says, as
+    "feeds", whether another stage reads its outputs)."""
     try:
         stages = (parse((root / "dvc.yaml").read_text()) or {}).get("stages", {})
     except (OSError, YAMLError):
         stages = {}
     written = {str(out) for stage in stages.values() for out in stage.get("outs", [])}
+    read = {str(dep) for stage in stages.values() for dep in stage.get("deps", [])}
     for name, stage in stages.items():
         if str(stage.get("cmd", "")).split()[-1:] == [notebook.as_posix()]:
-            return name, stage, written
+            return name, {**stage, "feeds": bool(read & set(map(str, stage.get("outs", []))))}, written
     return notebook.stem.split("_", 1)[-1], {"deps": [notebook.as_posix()]}, written
 
 
@@ -237,7 +239,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     started = time.perf_counter()
     kernel = None
     try:
-        kernel = start_kernel(kernel_name, cwd=where.root / notebook.parent)
+        kernel = start_kernel(kernel_name, cwd=where.root / notebook.parent, later_stages=stage.get("feeds", False))
         # The kernel boots (about 0.5 s) while papermill is imported (about 0.3 s).
         logging.getLogger("papermill").setLevel(logging.ERROR)
         import papermill
