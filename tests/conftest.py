@@ -1,5 +1,6 @@
 """Workspaces for the tests: real clones, reproduced with real DVC and kernels."""
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -24,11 +25,32 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+def built_once(tmp_path_factory, name, build):
+    """What `build(folder)` makes, built once per test run: with parallel workers,
+    by the first to ask, while the others wait for it (tests only read it)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    folder = shared / name
+    with open(shared / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / f"{name}.built").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed for an earlier worker
+            folder.mkdir()
+            build(folder)
+            (shared / f"{name}.built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def reproduced(tmp_path_factory) -> Path:
-    """A clone after `dvc repro`. Read-only: copy it (the `workspace` fixture) to change it."""
-    root = make_clone(tmp_path_factory.mktemp("reproduced") / "ws")
-    run("dvc repro", cwd=root)
+    """A clone after `dvc repro`. Read-only: copy it (the `workspace` fixture) to change it.
+    Reproduced once per run; each worker gets its own copy, so that no DVC command
+    of one worker runs in a repository another worker is copying."""
+    def build(folder):
+        run("dvc repro", cwd=make_clone(folder / "ws"))
+    root = tmp_path_factory.mktemp("reproduced") / "ws"
+    shutil.copytree(built_once(tmp_path_factory, "reproduced", build) / "ws", root, symlinks=True)
     return root
 
 
@@ -44,11 +66,12 @@ def workspace(reproduced, tmp_path) -> Path:
 def course(tmp_path_factory):
     """(workspace, folder): a course built by `make course` from a clone of this
     workspace, in folder/repo. Tests copy or clone folder/repo, never change it."""
-    workspace = make_clone(tmp_path_factory.mktemp("course-workspace") / "ws")
-    folder = tmp_path_factory.mktemp("course") / "dataops-course"
-    built = run(["make", "--no-print-directory", "course", f"COURSE={folder}"], cwd=workspace)
-    assert "Built" in built.stdout, built.stdout
-    return workspace, folder
+    def build(folder):
+        built = run(["make", "--no-print-directory", "course", f"COURSE={folder / 'dataops-course'}"],
+                    cwd=make_clone(folder / "ws"))
+        assert "Built" in built.stdout, built.stdout
+    folder = built_once(tmp_path_factory, "course", build)
+    return folder / "ws", folder / "dataops-course"
 
 
 @pytest.fixture
