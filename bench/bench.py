@@ -59,20 +59,24 @@ def measure(cmd, cwd, env):
     process = psutil.Popen(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak, done = 0, threading.Event()
+    seen, zygotes = set(), []
 
     def sample():
         nonlocal peak
         while not done.is_set():
             try:
                 tree = {p.pid: p for p in [process, *process.children(recursive=True)]}
-                # The preloaded kernel process (dataops.kernel) leaves the tree when the
-                # stage that started it ends; it and its forked kernels still count.
-                for other in psutil.process_iter(["cmdline"]):
-                    argv = other.info["cmdline"] or []
-                    if "--zygote" in argv[:-2] and int(argv[argv.index("--zygote") + 1]) in tree:
-                        tree |= {p.pid: p for p in [other, *other.children(recursive=True)]}
+                # The preloaded kernel process (dataops.kernel --zygote) leaves the tree
+                # when the stage that started it ends; it and its forked kernels still count.
+                for pid in tree.keys() - seen:
+                    seen.add(pid)
+                    if "--zygote" in tree[pid].cmdline():
+                        zygotes.append(tree[pid])
+                for zygote in zygotes:
+                    if zygote.is_running():
+                        tree |= {p.pid: p for p in [zygote, *zygote.children(recursive=True)]}
                 peak = max(peak, sum(p.memory_info().rss for p in tree.values()))
-            except (psutil.Error, ValueError):
+            except psutil.Error:
                 pass
             time.sleep(0.02)
 

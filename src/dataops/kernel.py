@@ -153,6 +153,13 @@ def stop(kernel):
 # path), a kernel starts as before.
 
 ZYGOTE = "DATAOPS_ZYGOTE"  # set by the runner for its kernel: "<dvc pid>:<1 if later stages may use it>"
+# One workspace module is imported too, for what it leaves in a library:
+# dataops.model imports skops with the workspace's narrower trust, which takes
+# skops 0.3 to 0.5 s. The module itself is forgotten before a kernel runs a
+# cell (the stages that use it import it afresh and declare it in dvc.yaml),
+# and the zygote is keyed on its code, so skops' state always comes from the
+# model.py on disk.
+PRELOADED = "model"
 _KEY_VARS = ("PYTHON", "OPENBLAS_", "GOTO", "OMP_", "MKL_", "NPY_", "GLIBC_", "LD_", "MPL", "DATAOPS_ROOT")
 
 
@@ -180,6 +187,7 @@ def _zygote_path(owner):
     for name in sorted(os.environ):
         if name.startswith(_KEY_VARS):
             key.update(f"\0{name}={os.environ[name]}".encode())
+    key.update(Path(__file__).with_name(f"{PRELOADED}.py").read_bytes())
     folder = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"dataops-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
@@ -334,9 +342,8 @@ def _preload(dvc, path):
 
 
 def _import_libraries():
-    """What the notebooks import, but nothing of the workspace's own: its modules
-    are stage dependencies, imported afresh by each kernel (and so is skops,
-    which dataops.model imports with the trust it gives it)."""
+    """What the notebooks import. Of the workspace's own modules, which are stage
+    dependencies, each kernel imports afresh what it uses (see PRELOADED)."""
     sys.modules["debugpy"] = None  # as a headless stage's kernel (see main)
     # As ipykernel does before any cell runs; matplotlib reads it when imported.
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -351,6 +358,11 @@ def _import_libraries():
     import sklearn.metrics  # noqa: F401
     import sklearn.model_selection  # noqa: F401
     import sklearn.svm  # noqa: F401
+
+    import importlib
+
+    importlib.import_module(f"dataops.{PRELOADED}")
+    _forget_dataops()
 
 
 def _forget_dataops():
