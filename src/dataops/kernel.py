@@ -182,13 +182,14 @@ def _dvc_process():
 def _zygote_path(owner):
     """The zygote's socket for this dvc command and this kernel's imports."""
     import hashlib
+    import tempfile
 
     key = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
     for name in sorted(os.environ):
         if name.startswith(_KEY_VARS):
             key.update(f"\0{name}={os.environ[name]}".encode())
     key.update(Path(__file__).with_name(f"{PRELOADED}.py").read_bytes())
-    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"dataops-{os.getuid()}"
+    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"dataops-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
         return None  # not ours alone: never hand a kernel to whoever listens there
@@ -198,49 +199,17 @@ def _zygote_path(owner):
 def _hand_off():
     """Become a proxy for a kernel forked from this dvc command's zygote, or
     return False: none is ready yet (one is started if later stages may use it)."""
-    import socket
-
     owner, _, spawn = os.environ.get(ZYGOTE, "").partition(":")
     if not owner.isdigit() or os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         return False  # a kernel without the pins may start BLAS threads on import: never fork it
-    path = _zygote_path(owner)
-    if path is None:
+    try:
+        path = _zygote_path(owner)
+        forked = path and _request_kernel(path, owner, spawn == "1")
+    except OSError:  # no room for a socket or a lock (a read-only or full disk): as without a zygote
+        forked = None
+    if not forked:
         return False
-    pid, server = None, None
-    deadline = time.monotonic() + 30
-    while pid is None:
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            server.connect(str(path))
-        except OSError:
-            server.close()
-            if not _zygote_starting(path):  # none, nor one on its way: start one for the stages after this
-                if spawn == "1":
-                    import subprocess
-
-                    subprocess.Popen([sys.executable, "-m", "dataops.kernel", "--zygote", owner, str(path)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-                return False
-            if time.monotonic() > deadline:
-                return False
-            # One is importing: it started a stage ago, so it is ready sooner than a
-            # kernel started now would be, and it does not compete with it for the CPU.
-            time.sleep(0.02)
-            continue
-        try:
-            request = json.dumps({"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
-            socket.send_fds(server, [len(request).to_bytes(4, "big") + request], [0, 1, 2])
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = server.recv(64)
-                if not chunk:
-                    raise OSError("the zygote closed the connection")
-                reply += chunk
-            pid = int(reply)
-        except (OSError, ValueError):
-            server.close()
-            return False
+    pid, server = forked
     # jupyter_client signals this process (an interrupt, a kill): pass it on. A
     # SIGKILL cannot be passed on: the kernel sees this end close, and exits.
     # So does it when the runner that started this process is gone (killed).
@@ -252,6 +221,46 @@ def _hand_off():
     while server in select.select([server, runner], [], [])[0] and server.recv(1):
         pass  # until the kernel or the runner ends
     return True
+
+
+def _request_kernel(path, owner, spawn):
+    """(pid, connection) of a kernel the zygote forked for this process, or None."""
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            server.connect(str(path))
+            break
+        except OSError:
+            server.close()
+        if not _zygote_starting(path):  # none, nor one on its way: start one for the stages after this
+            if spawn:
+                import subprocess
+
+                subprocess.Popen([sys.executable, "-m", "dataops.kernel", "--zygote", owner, str(path)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+            return None
+        if time.monotonic() > deadline:
+            return None
+        # One is importing: it started a stage ago, so it is ready sooner than a
+        # kernel started now would be, and it does not compete with it for the CPU.
+        time.sleep(0.02)
+    try:
+        request = json.dumps({"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd()}).encode()
+        socket.send_fds(server, [len(request).to_bytes(4, "big") + request], [0, 1, 2])
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = server.recv(64)
+            if not chunk:
+                raise OSError("the zygote went away before forking")
+            reply += chunk
+        return int(reply), server
+    except (OSError, ValueError):
+        server.close()
+        return None
 
 
 def _zygote_starting(path):
