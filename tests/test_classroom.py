@@ -5,8 +5,10 @@ experiments, the leaderboard, and the store killed in the middle of the pushes."
 import importlib.util
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -97,3 +99,19 @@ def test_five_students_push_through_a_store_killed_mid_push_and_nothing_is_lost(
     finally:
         classroom.stop(class_dir)
     assert subprocess.run(["pgrep", "-f", str(class_dir)], capture_output=True).stdout == b""
+
+
+@needs_store
+def test_a_store_that_cannot_listen_says_so_at_once_and_leaves_nothing_running(tmp_path):
+    # Its S3 port taken: weed exits at once; the start is tried again (fresh
+    # internal ports), then fails with its log named, well before the 90 s timeout.
+    folder = tmp_path / "class"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        began = time.monotonic()
+        with pytest.raises(classroom.CourseError, match="the store did not start; its log: "):
+            classroom.serve(folder, port=taken.getsockname()[1], say=print)
+    assert time.monotonic() - began < 60
+    assert (folder / "store.log").read_text().count("address already in use") == 3
+    assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""

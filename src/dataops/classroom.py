@@ -103,25 +103,32 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8333, say=print, ti
     identities.write_text(json.dumps({"identities": [{
         "name": "class", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         "credentials": [{"accessKey": keys["access_key_id"], "secretKey": keys["secret_access_key"]}]}]}))
-    # The same ports after a restart, so every clone's remote still points at the store.
-    ports = state.get("ports") or {name: _free_port(host) for name in PORTS}
-    ports["s3"] = state.get("ports", {}).get("s3", port)
     (folder / "store").mkdir(parents=True, exist_ok=True)
-    command = [str(WEED), "server", f"-dir={folder / 'store'}", f"-ip={host}", f"-ip.bind={host}",
-               "-s3", f"-s3.config={identities}", "-s3.autoCreateBucket", "-volume.max=0",
-               *[f"-{PORTS[name]}={number}" for name, number in ports.items()]]
-    with open(folder / "store.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    endpoint = f"http://{host}:{ports['s3']}"
-    state = {"pid": process.pid, "endpoint": endpoint, "ports": ports, "bucket": BUCKET}
-    (folder / "store.json").write_text(json.dumps(state, indent=1) + "\n")
-    began = time.monotonic()
-    while not _answers(endpoint):
-        if process.poll() is not None or time.monotonic() - began > timeout:
-            stop(folder, say=lambda _: None)
+    # The same ports after a restart, so every clone's remote still points at the store.
+    # Fresh ones are free when picked, but another program can take one before the
+    # store listens on it (weed then exits): pick others, up to three times.
+    for attempt in range(3):
+        ports = state.get("ports") or {name: _free_port(host) for name in PORTS}
+        ports["s3"] = state.get("ports", {}).get("s3", port)
+        command = [str(WEED), "server", f"-dir={folder / 'store'}", f"-ip={host}", f"-ip.bind={host}",
+                   "-s3", f"-s3.config={identities}", "-s3.autoCreateBucket", "-volume.max=0",
+                   *[f"-{PORTS[name]}={number}" for name, number in ports.items()]]
+        with open(folder / "store.log", "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        endpoint = f"http://{host}:{ports['s3']}"
+        started = {"pid": process.pid, "endpoint": endpoint, "ports": ports, "bucket": BUCKET}
+        (folder / "store.json").write_text(json.dumps(started, indent=1) + "\n")
+        began = time.monotonic()
+        while not _answers(endpoint) and process.poll() is None and time.monotonic() - began < timeout:
+            time.sleep(0.3)
+        if _answers(endpoint):
+            break
+        exited = process.poll() is not None
+        stop(folder, say=lambda _: None)
+        if not exited or state.get("ports") or attempt == 2:
             raise CourseError(f"the store did not start; its log: {folder / 'store.log'}")
-        time.sleep(0.3)
+    state = started
     _bucket(state, keys)
     say(f"The class store is up at {endpoint} (S3, bucket {BUCKET!r}), after {time.monotonic() - began:.1f} s;"
         f" the class git remote is {git}.")
