@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile.py            # in a temporary clone of this workspace
     .venv/bin/python bench/profile.py --root DIR # in a reproduced workspace (rewrites its outputs, same bytes)
+    .venv/bin/python bench/profile.py --pipeline # a whole `dvc repro --force`, stock kernels and preloaded
 
 Runs each stage as `dvc repro` does (`python -m dataops.stage`, which starts
 the stage's kernel) with PYTHONPROFILEIMPORTTIME=1, which both the runner and
@@ -9,6 +10,12 @@ its kernel inherit, and prints, per stage, the wall time and the ten
 packages whose modules took longest to import (each module's own time,
 summed by package; runner and kernel together, so a package both import
 counts twice). Median of --repeat runs.
+
+With --pipeline it profiles a whole `dvc repro --force` instead (DVC, the
+runners and the kernels), once with every kernel started stock
+(DATAOPS_STOCK_KERNEL=1) and once with the preloaded kernel. The preloaded
+process's own imports are not in the second sum: it imports on the other
+core while the first stage runs, and its output goes nowhere.
 """
 
 import argparse
@@ -30,16 +37,15 @@ from helpers import make_clone, run, workspace_env  # noqa: E402
 LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)$")
 
 
-def profile(root: Path, notebook: str, repeat: int):
-    env = {**os.environ, **workspace_env(root), "PYTHONPROFILEIMPORTTIME": "1"}
+def profile(root: Path, command: list, repeat: int, env=None):
+    env = {**os.environ, **workspace_env(root), "PYTHONPROFILEIMPORTTIME": "1", **(env or {})}
     walls, imports = [], collections.defaultdict(list)
     for _ in range(repeat):
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "dataops.stage", notebook], cwd=root, env=env,
-                                capture_output=True, text=True)
+        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
         walls.append(time.perf_counter() - started)
         if result.returncode:
-            raise SystemExit(f"{notebook} failed:\n{result.stdout}\n{result.stderr[-2000:]}")
+            raise SystemExit(f"{command} failed:\n{result.stdout}\n{result.stderr[-2000:]}")
         totals = collections.Counter()
         for line in result.stderr.splitlines():
             found = LINE.match(line)
@@ -55,6 +61,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, help="a reproduced workspace to profile in")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pipeline", action="store_true", help="profile `dvc repro --force`, stock and preloaded")
     args = parser.parse_args()
     work = None
     if args.root:
@@ -64,11 +71,17 @@ def main() -> int:
         root = make_clone(work / "ws")
         run("dvc repro", cwd=root)
     try:
-        for notebook in sorted((root / "notebooks").glob("0*.ipynb")):
-            wall, top = profile(root, f"notebooks/{notebook.name}", args.repeat)
-            print(f"\n{notebook.stem}: {wall:.2f} s wall (runner + kernel); import time by package:")
-            for seconds, name in top:
-                print(f"  {seconds:6.3f} s  {name}")
+        if args.pipeline:
+            runs = {"stock kernels": {"DATAOPS_STOCK_KERNEL": "1"}, "preloaded kernel": {}}
+        else:
+            runs = {notebook.stem: None for notebook in sorted((root / "notebooks").glob("0*.ipynb"))}
+        for name, env in runs.items():
+            command = ["dvc", "repro", "--force"] if args.pipeline else \
+                [sys.executable, "-m", "dataops.stage", f"notebooks/{name}.ipynb"]
+            wall, top = profile(root, command, args.repeat, env)
+            print(f"\n{name}: {wall:.2f} s wall; import time by package:")
+            for seconds, package in top:
+                print(f"  {seconds:6.3f} s  {package}")
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)
