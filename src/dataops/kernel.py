@@ -2,10 +2,11 @@
 starts, and how the stage runner starts and stops it.
 
 ``python -m dataops.kernel -f CONNECTION_FILE`` is the kernel's command in its
-kernelspec (dataops.install). It is ipykernel's own launcher, plus one thing:
-in a headless stage run (the runner sets $DATAOPS_STAGE) debugpy is not
-loaded, as no debugger can attach there (0.1 s a stage). JupyterLab's kernels
-keep their debugger.
+kernelspec (dataops.install). It is ipykernel's own launcher, plus two things
+in a headless stage run (the runner sets $DATAOPS_STAGE): debugpy is not
+loaded, as no debugger can attach there (0.1 s a stage), and under `dvc
+repro` the kernel may be a fork of a preloaded process (below). JupyterLab's
+kernels keep their debugger and start as ipykernel's do.
 
 ``start`` and ``stop`` are the runner's speed-ups around jupyter_client, each
 measured (README, "Speed"). They rely on these jupyter_client names, which
@@ -139,8 +140,9 @@ def stop(kernel):
 # --- The preloaded kernel ("zygote") -----------------------------------------
 #
 # Most of a stage's time is imports: scipy, scikit-learn, pandas, numpy,
-# IPython, about 1.5 s in every kernel. Under `dvc repro` the first stage's
-# kernel starts, next to itself, one process that imports them once; each
+# IPython, about 1.5 s in every kernel. Under `dvc repro` the kernel of the
+# first stage that feeds another starts, beside itself, one process that
+# imports them once; each
 # later stage's kernel is then a fork of it: a new process that has never run
 # a cell, with those modules already in memory (README, "Speed"). It is tied
 # to the `dvc` command that ran the stages and exits as soon as that ends.
