@@ -3,6 +3,9 @@ only where a debugger can attach, and WorkspaceError as one line through IPython
 
 import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -51,15 +54,23 @@ def kernels_that_imported(output, package):
     return len(re.findall(rf"^import time:.*\|\s+{package}$", output, re.MULTILINE))
 
 
+@pytest.fixture
+def sockets():
+    """A folder of the test's own for the preloaded process's socket (pytest's
+    tmp_path is too long for a Unix socket's path)."""
+    folder = Path(tempfile.mkdtemp(prefix="dataops-test-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("case", ["tested jupyter_client", "stock fallback", "no room for a preloaded process"])
-def test_stages_run_with_the_speed_ups_and_with_stock_jupyter_client(workspace, case, tmp_path):
+def test_stages_run_with_the_speed_ups_and_with_stock_jupyter_client(workspace, case, sockets):
     set_param(workspace, "process.test_size", 0.25)
-    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    env = {"PYTHONPROFILEIMPORTTIME": "1", "XDG_RUNTIME_DIR": str(sockets)}
     if case == "stock fallback":
         env["DATAOPS_STOCK_KERNEL"] = "1"
     if case == "no room for a preloaded process":  # its socket folder cannot be made: a file is in the way
-        (tmp_path / f"dataops-{os.getuid()}").write_text("")
-        env["XDG_RUNTIME_DIR"] = str(tmp_path)
+        (sockets / f"dataops-{os.getuid()}").write_text("")
     result = run("dvc repro", cwd=workspace, env=env)
     assert all(f"✓ {name}" in result.stdout for name in ("process_data", "train_model", "evaluate"))
     # With the speed-ups, the first stage's kernel imports pandas; the two
@@ -68,3 +79,6 @@ def test_stages_run_with_the_speed_ups_and_with_stock_jupyter_client(workspace, 
     assert kernels_that_imported(result.stderr, "pandas") == (1 if case == "tested jupyter_client" else 3)
     assert kernels_in(workspace, wait=1) == [], "no kernel nor preloaded process left running"
     assert "up to date" in run("dvc status", cwd=workspace).stdout
+    if case == "tested jupyter_client":  # a run that starts no preloaded process leaves no file behind either
+        run("dvc repro --force --single-item evaluate", cwd=workspace, env=env)
+        assert list((sockets / f"dataops-{os.getuid()}").iterdir()) == []

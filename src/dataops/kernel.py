@@ -111,8 +111,9 @@ def start(name, cwd, later_stages=False):
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    options = {"client_factory": _client_class()} if fast_path() else {}
-    preload = fast_path() and os.environ.get("DVC_STAGE") and sys.platform == "linux" and same_bytes_env()
+    fast = fast_path()
+    options = {"client_factory": _client_class()} if fast else {}
+    preload = fast and os.environ.get("DVC_STAGE") and sys.platform == "linux" and same_bytes_env()
     owner = _dvc_process() if preload else None
     if owner:
         os.environ[ZYGOTE] = f"{owner}:{int(later_stages)}"
@@ -195,7 +196,8 @@ def _zygote_path(owner):
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
         return None  # not ours alone: never hand a kernel to whoever listens there
-    return folder / f"{owner}-{key.hexdigest()[:20]}"
+    path = folder / f"{owner}-{key.hexdigest()[:20]}"
+    return path if len(os.fsencode(path)) < 100 else None  # a Unix socket's path has room for about 107 bytes
 
 
 def _hand_off():
@@ -266,14 +268,21 @@ def _request_kernel(path, owner, spawn):
 
 
 def _zygote_starting(path):
+    """Whether a zygote holds the lock (it does from its start to its end). Only
+    read: a lock file made here would be left behind whenever none starts."""
     import fcntl
 
-    with open(f"{path}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-    return False
+    try:
+        lock = os.open(f"{path}.lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(lock)
 
 
 def _zygote(owner, path):
@@ -372,8 +381,7 @@ def _import_libraries():
 
     import importlib
 
-    importlib.import_module(f"dataops.{PRELOADED}")
-    _forget_dataops()
+    importlib.import_module(f"dataops.{PRELOADED}")  # forgotten in each fork (_become_kernel)
 
 
 def _forget_dataops():
