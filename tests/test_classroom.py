@@ -109,9 +109,10 @@ def test_a_store_that_cannot_listen_says_so_at_once_and_leaves_nothing_running(t
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        began = time.monotonic()
+        port, began = taken.getsockname()[1], time.monotonic()
         with pytest.raises(classroom.CourseError, match="the store did not start; its log: "):
-            classroom.serve(folder, port=taken.getsockname()[1], say=print)
+            classroom.serve(folder, port=port, say=print)
     assert time.monotonic() - began < 60
-    assert (folder / "store.log").read_text().count("address already in use") == 3
+    # Three tries, each refused on that port (a fresh internal port can be refused too, on a busy machine).
+    assert (folder / "store.log").read_text().count(f":{port}: bind: address already in use") == 3
     assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""
