@@ -15,9 +15,11 @@ import pytest
 from dataops import classroom
 from helpers import REPO, free_port, make_clone, run
 
-needs_store = pytest.mark.skipif(
+# Every test here starts a real SeaweedFS store (about 14 s a test, even the
+# shortest): all slow, so the quick loop (`pytest -m "not slow"`) stays quick.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not classroom.WEED.exists() and not os.environ.get("CI"),
-    reason="needs the class store's packages: make class-deps (.ci/run installs them)")
+    reason="needs the class store's packages: make class-deps (.ci/run installs them)")]
 
 
 def class_bench():
@@ -27,7 +29,6 @@ def class_bench():
     return module
 
 
-@needs_store
 def test_make_class_remote_starts_and_stops_the_store_and_keeps_credentials_untracked(tmp_path):
     folder, port = tmp_path / "class", free_port()
     started = run(["make", "--no-print-directory", "class-remote", f"CLASS={folder}", f"CLASS_PORT={port}"], cwd=REPO)
@@ -55,8 +56,6 @@ def test_make_class_remote_starts_and_stops_the_store_and_keeps_credentials_untr
     assert "stopped" in stopped.stdout and not classroom._alive(pid)
 
 
-@needs_store
-@pytest.mark.slow
 def test_five_students_push_through_a_store_killed_mid_push_and_nothing_is_lost(tmp_path):
     bench = class_bench()
     class_dir, instructor = tmp_path / "class", tmp_path / "instructor"
@@ -101,7 +100,6 @@ def test_five_students_push_through_a_store_killed_mid_push_and_nothing_is_lost(
     assert subprocess.run(["pgrep", "-f", str(class_dir)], capture_output=True).stdout == b""
 
 
-@needs_store
 def test_a_store_that_cannot_listen_says_so_at_once_and_leaves_nothing_running(tmp_path):
     # Its S3 port taken: weed exits at once; the start is tried again (fresh
     # internal ports), then fails with its log named, well before the 90 s timeout.
