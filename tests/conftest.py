@@ -14,8 +14,9 @@ from helpers import CHROMIUM, free_port, make_clone, run, workspace_env
 
 
 # What makes a test slow: it runs the pipeline (these fixtures all do), or, for
-# nbval's items, the notebooks (a file may mark more: test_classroom's store). `pytest -m "not slow"` skips those: the quick
-# loop while changing a helper (about half a minute); `make test` runs all.
+# nbval's items, the notebooks; a file may mark more (test_classroom: its store).
+# `pytest -m "not slow"` skips those: the quick loop while changing a helper
+# (about 15 s); `make test` runs all.
 RUNS_THE_PIPELINE = {"reproduced", "workspace", "lab", "made", "course"}
 
 
