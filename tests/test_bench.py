@@ -1,5 +1,6 @@
 """The benchmark runs and fills its whole table (timings are read by people, not asserted)."""
 
+import importlib.util
 import json
 
 import pytest
@@ -27,3 +28,28 @@ def test_benchmark_smoke_run_fills_every_row(tmp_path):
     # pipeline ratio, 4 stages x (s, MB), no-op, full repro, one-parameter change, git status
     assert len(judged) == 1 + 4 + 4 + 4, judged
     assert all(line.endswith((" met", " MISSED")) for line in judged)
+
+
+def test_suite_cpu_names_each_process_and_counts_it_for_the_test_it_started_in():
+    spec = importlib.util.spec_from_file_location("suite_cpu", REPO / "bench" / "suite_cpu.py")
+    suite_cpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite_cpu)
+    test = "tests/test_pipeline.py::test_x (call)"
+    started = {  # pid: (the test it started in, its command line), as the startup hook records them
+        10: ("-", "/w/.venv/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))"),  # a worker
+        11: (test, "/w/.venv/bin/python /w/.venv/bin/dvc repro"),
+        12: (test, "python -m dataops.stage notebooks/01_get_data.ipynb"),
+        13: (test, "/w/.venv/bin/python -m dataops.kernel -f /tmp/kernel-1.json"),
+        14: (test, "/w/.venv/bin/python -m dataops.kernel --zygote 11 /run/user/0/dataops-0/x"),
+    }
+    processes = {  # pid: (command name, CPU s, parent pid, forked without exec), as process accounting has them
+        10: ("python", 1.0, 1, False), 11: ("dvc", 0.5, 10, False), 12: ("python", 0.25, 11, False),
+        13: ("python", 2.0, 12, False), 14: ("python", 1.5, 13, False), 15: ("python", 0.25, 14, True),
+        16: ("git", 0.5, 11, False), 17: ("chromium", 3.0, 10, False),
+    }
+    by_kind, by_file = suite_cpu.tally(processes, started)
+    assert by_kind == {"pytest": 1.0, "dvc repro": 0.5, "papermill runner": 0.25,
+                       "stage kernel (or its proxy)": 2.0, "preloaded kernel": 1.5,
+                       "fork of a preloaded kernel": 0.25, "git (not the venv's Python)": 0.5,
+                       "chromium (not the venv's Python)": 3.0}
+    assert by_file == {"tests/test_pipeline.py": 5.0, "(not traced to a test)": 4.0}
