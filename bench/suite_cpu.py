@@ -81,8 +81,9 @@ def tally(processes: dict, started: dict):
         else:
             what = name + " (not the venv's Python)"
         by_kind[what] += cpu
-        test, seen = "-", pid
-        while seen in processes or seen in started:
+        test, seen, visited = "-", pid, set()
+        while seen not in visited:  # a reused pid can make a parent chain loop
+            visited.add(seen)
             if started.get(seen, ("-",))[0] != "-":
                 test = started[seen][0]
                 break
