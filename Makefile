@@ -11,11 +11,19 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: all setup repro test lab student-edition bench lock course course-verify course-publish catch-up exercise check class-deps class-remote class-remote-stop class-join leaderboard class-bench
+# In a workspace (not in a course repository, which has no kit/), the toolkit
+# serves this folder: its lessons, its notebooks.
+export DATAOPS_WORKSPACE := $(if $(wildcard kit/pyproject.toml),$(CURDIR))
+
+.PHONY: all help setup repro test lab bench lock course course-verify course-publish catch-up exercise check class-deps class-remote class-remote-stop class-join leaderboard class-bench
 
 all: repro
 
-setup: $(VENV)/.installed
+## Student
+help: ## List the targets, each with one line
+	@awk 'BEGIN {FS = ":.*## "} /^## / {printf "\n%s\n", substr($$0, 4)} /^[a-z -]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV)/.installed ## Make the venv, install the pinned packages and the toolkit, nothing else
 
 # A venv belongs to the folder it was made in: its scripts start with that
 # folder's absolute path. .venv/.made-in records the folder once the venv is
@@ -30,7 +38,10 @@ endif
 
 # --compile-bytecode writes every .pyc at install, so no run pays to compile
 # (where PYTHONDONTWRITEBYTECODE is set, Python would compile on every import).
-$(VENV)/.installed: requirements.txt src/dataops/install.py src/dataops/kernel.py
+# The toolkit (kit/) is installed like any package: reinstalled when it changes.
+# A course repository has no kit/: it uses the toolkit of the venv it links to.
+KIT := $(wildcard kit/pyproject.toml kit/src/dataops_kit/*.py kit/src/dataops_kit/*/*.py)
+$(VENV)/.installed: requirements.txt $(KIT)
 	@test -L $(VENV) || [ "$$(cat $(VENV)/.made-in 2>/dev/null)" = "$(CURDIR)" ] || { \
 	  $(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
 	    echo "The pinned packages need Python 3.11, 3.12 or 3.13; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
@@ -41,35 +52,33 @@ $(VENV)/.installed: requirements.txt src/dataops/install.py src/dataops/kernel.p
 	$(BIN)/uv --version 2>/dev/null | grep -qE '^uv $(UV_VERSION)( |$$)' || \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --force-reinstall uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements.txt
-	PYTHONPATH=src $(BIN)/python -m dataops.install
+	$(if $(KIT),$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode --reinstall-package dataops-kit ./kit)
+	PYTHONPATH=src $(BIN)/python -m dataops_kit.install
 	touch $@
 
 # DVC stages a changed dvc.lock silently (core.autostage): say what changed.
-repro: setup
+repro: setup ## Set up (once), then dvc repro: the pipeline, reproduced
 	dvc repro
-	@python -m dataops.lockcheck
+	@python -m dataops_kit.lockcheck
 
 # One pytest worker per core, up to four: the tests mostly wait on kernels,
-# DVC and git. Quick loop: .venv/bin/pytest -m "not slow"
-test: setup
-	pytest --nbval-lax -n auto --maxprocesses 4
+# DVC and git. Quick loop: make test ARGS='-m "not slow"'; one file or test:
+# make test ARGS="tests/unit -k params"
+ARGS ?=
+test: setup ## Run every test (pass pytest arguments with ARGS="...")
+	pytest --nbval-lax -n auto --maxprocesses 4 $(ARGS)
 
 # JupyterLab on 127.0.0.1, opened at notebooks/, saving notebooks stripped
 # (settings that `make` wrote into .venv). Extra flags: make lab LAB_ARGS=...
 # As root (a container, a classroom VM), Jupyter wants --allow-root: added.
 LAB_ARGS ?=
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
-lab: setup
+lab: setup ## JupyterLab on 127.0.0.1, opened at notebooks/
 	@echo "Starting JupyterLab: open the http://127.0.0.1:... URL with its token, printed below."
 	jupyter lab --ip=127.0.0.1 --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 	  --LabApp.extension_manager=readonly $(ROOT_ARGS) $(LAB_ARGS)
 
-# The exercises without their solutions, to hand out (docs/exercises-instructors.md stays out).
-student-edition:
-	mkdir -p student-edition
-	sed -e '/^<!-- solution -->$$/,/^<!-- end solution -->$$/d' \
-	    -e 's|](lessons/|](../docs/lessons/|g' docs/exercises.md | cat -s > student-edition/exercises.md
-
+## Instructor (docs/instructors/)
 # The course: the pipeline built from an empty folder, lesson by lesson
 # (docs/lessons/), as a git history with a tag per lesson, in COURSE/repo.
 # course-verify reproduces every tag in a fresh clone; course-publish writes
@@ -77,18 +86,18 @@ student-edition:
 # In a course repository, `make catch-up LESSON=3` goes to the start of lesson 3,
 # keeping the student's work on a branch and a stash that it names.
 COURSE ?= ../dataops-course
-course: setup
-	python -m dataops.course build $(COURSE)
-course-verify: setup
-	python -m dataops.course verify $(COURSE)
-course-publish: setup
-	python -m dataops.course publish $(COURSE)
+course: setup ## Build the course from the lesson pages into COURSE/repo, a tag per lesson
+	python -m dataops_kit.teach.course build $(COURSE)
+course-verify: setup ## Reproduce every lesson tag of the course in a fresh clone
+	python -m dataops_kit.teach.course verify $(COURSE)
+course-publish: setup ## Write what a class clones (bare repository, DVC remote) to COURSE/published
+	python -m dataops_kit.teach.course publish $(COURSE)
 # A workspace already set up is used as it is (a fresh clone's newer
 # requirements.txt would otherwise re-run the install before each command).
 READY := $(if $(wildcard $(VENV)/.installed),,setup)
-catch-up: $(READY)
+catch-up: $(READY) ## In a course repository: go to the start of LESSON, keeping your work
 	@test -n "$(LESSON)" || { echo "Which lesson? make catch-up LESSON=3"; exit 1; }
-	@python -m dataops.course catch-up $(LESSON)
+	@python -m dataops_kit.teach.course catch-up $(LESSON)
 
 # Graded exercises (docs/exercises.md), from the course: `make exercise 3` sets
 # up exercise 3's scene in EXERCISES/03-.../repo; `make check 3` grades it.
@@ -97,8 +106,8 @@ ifneq ($(filter exercise check,$(firstword $(MAKECMDGOALS))),)
 N := $(word 2,$(MAKECMDGOALS))
 $(eval $(N):;@:)
 endif
-exercise check: $(READY)
-	@python -m dataops.exercises $(if $(filter exercise,$@),start,check) $(N) --course $(COURSE) --exercises $(EXERCISES)
+exercise check: $(READY) ## make exercise N sets up exercise N; make check N grades it
+	@python -m dataops_kit.teach.exercises $(if $(filter exercise,$@),start,check) $(N) --course $(COURSE) --exercises $(EXERCISES)
 
 # The class as one system (README, "A class on one store"): the instructor's
 # S3 store (SeaweedFS) and class git remote in CLASS, students' experiments
@@ -108,25 +117,26 @@ CLASS ?= ../dataops-class
 CLASS_HOST ?= 127.0.0.1
 CLASS_PORT ?= 8333
 STUDENTS ?= 40
-class-deps: setup
+class-deps: setup ## Add the class store's packages (dvc-s3, SeaweedFS) to the venv
 	uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements-class.txt
-class-remote: class-deps
-	@python -m dataops.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT)
-class-remote-stop:
-	@python -m dataops.classroom stop --class-dir $(CLASS)
-class-join: class-deps
-	@python -m dataops.classroom join --class-dir $(CLASS)
-leaderboard: class-deps
-	@python -m dataops.classroom leaderboard --class-dir $(CLASS)
+class-remote: class-deps ## Start the class store and class git remote in CLASS
+	@python -m dataops_kit.teach.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT)
+class-remote-stop: ## Stop the class store
+	@python -m dataops_kit.teach.classroom stop --class-dir $(CLASS)
+class-join: class-deps ## Link this clone to the class store
+	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS)
+leaderboard: class-deps ## Rank the class's experiments (leaderboard.html)
+	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS)
 # A simulated class on loopback: STUDENTS clones push at once, with and without
 # the store killed mid-push (bench/class_bench.py).
-class-bench: class-deps
-	python bench/class_bench.py --students $(STUDENTS)
-	python bench/class_bench.py --students $(STUDENTS) --fault
+class-bench: class-deps ## A simulated class of STUDENTS pushing at once, then with the store killed
+	python kit/bench/class_bench.py --students $(STUDENTS)
+	python kit/bench/class_bench.py --students $(STUDENTS) --fault
 
+## Maintainer (docs/maintainers/)
 # Speed of the notebook pipeline against the same code as plain scripts.
-bench: setup
-	python bench/bench.py
+bench: setup ## Time the pipeline against plain scripts; writes kit/bench/results.json
+	python kit/bench/bench.py
 
 # Pin every package for every supported Python (3.11 to 3.13, any OS) after
 # editing requirements.in. Versions already pinned are kept unless the change
@@ -137,6 +147,6 @@ bench: setup
 # store's packages; tests/test_requirements.py checks the two agree.
 LOCK := uv pip compile --universal --python-version 3.11 --quiet \
 	  --no-emit-package rfc3987-syntax --no-emit-package lark --custom-compile-command "make lock"
-lock: setup
+lock: setup ## Pin every package for Python 3.11-3.13 after editing requirements.in
 	$(LOCK) requirements.in -o requirements.txt
 	$(LOCK) requirements-class.in -o requirements-class.txt

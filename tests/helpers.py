@@ -21,25 +21,22 @@ VENV_BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "tests" / "artifacts"  # screenshots the browser tests keep
 CHROMIUM = Path("/usr/bin/chromium")
 
-# The configuration the tests' expectations are written for: the project's
-# params.yaml as shipped. A clone gets it whatever the student has set (or
-# committed), so `make test` passes on an edited workspace too.
-DEFAULTS = {
-    "data": {"dataset": "iris", "n_samples": 1000},
-    "process": {"test_size": 0.2, "random_state": 42},
-    "train": {
-        "model": "logistic_regression", "random_state": 42,
-        "logistic_regression": {"C": 1.0, "max_iter": 200},
-        "random_forest": {"n_estimators": 100, "max_depth": 3},
-        "svc": {"C": 1.0, "kernel": "rbf"},
-    },
-    "runner": {"cell_timeout": 600},
-}
+# The configuration the tests' expectations are written for: params.yaml as
+# committed. A clone gets it, byte for byte, whatever the student has edited
+# in their working tree, so `make test` passes on an edited workspace too.
+def _committed_params() -> str:
+    return subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+
+
+COMMITTED_PARAMS = _committed_params()
+DEFAULTS = yaml.safe_load(COMMITTED_PARAMS)
 
 
 def run(cmd, cwd, check=True, env=None, **kwargs):
     """Run a shell command the way a student types it, with the venv on PATH."""
-    full_env = {**os.environ, **workspace_env(cwd), **(env or {})}
+    # Arguments given to this pytest (PYTEST_ADDOPTS="-k ...") are not for a pytest the test runs.
+    full_env = {**{k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}, **workspace_env(cwd), **(env or {})}
     result = subprocess.run(cmd, cwd=cwd, shell=isinstance(cmd, str), env=full_env,
                             capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:
@@ -106,11 +103,11 @@ def make_clone(destination: Path, share_venv=True) -> Path:
         elif target.exists():
             target.unlink()
     params = destination / "params.yaml"
-    if yaml.safe_load(params.read_text()) != DEFAULTS:
-        params.write_text(yaml.safe_dump(DEFAULTS, sort_keys=False))
+    if params.read_text() != COMMITTED_PARAMS:  # the student's edits stay in their workspace
+        params.write_text(COMMITTED_PARAMS)
     if share_venv:
         (destination / ".venv").symlink_to(VENV_BIN.parent)
-        run([sys.executable, "-c", "from dataops.install import install_workspace as f; import pathlib; "
+        run([sys.executable, "-c", "from dataops_kit.install import install_workspace as f; import pathlib; "
              f"f(pathlib.Path({str(destination)!r}))"], cwd=destination)
     run("git add -A && git -c user.name=test -c user.email=test@example.invalid "
         "commit --quiet --allow-empty -m 'workspace under test'", cwd=destination)
@@ -119,7 +116,7 @@ def make_clone(destination: Path, share_venv=True) -> Path:
 
 def edit_cell(root, notebook, old, new):
     """Change one cell's code in notebooks/NOTEBOOK, as a student would in an editor that saves."""
-    from dataops.exercises import edit_cell as edit
+    from dataops_kit.teach.exercises import edit_cell as edit
 
     edit(Path(root) / "notebooks" / notebook, old, new)
 
@@ -138,8 +135,9 @@ def kernels_in(root, wait=0.0):
         found = []
         for process in psutil.process_iter(["cmdline", "cwd"]):
             command = process.info["cmdline"] or []
-            # The workspace kernel is `python -m dataops.kernel`; ipykernel's own launcher, any other.
-            if {"dataops.kernel", "ipykernel_launcher"} & set(command) and \
+            # ipykernel's launcher, or the preloaded kernel (dataops_kit.runner.kernel) and its forks.
+            if ({"dataops_kit.runner.kernel", "ipykernel_launcher"} & set(command)
+                    or any("kernelapp" in word for word in command)) and \
                     str(process.info["cwd"] or "").startswith(str(root)):
                 found.append(process)
         if not found or time.monotonic() > deadline:

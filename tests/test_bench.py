@@ -11,7 +11,7 @@ from helpers import REPO, run
 @pytest.mark.slow
 def test_benchmark_smoke_run_fills_every_row(tmp_path):
     out = tmp_path / "bench.json"
-    result = run(f"python bench/bench.py --repeat 1 --sweep-repeat 1 --sizes 1000 --json {out}", cwd=REPO)
+    result = run(f"python kit/bench/bench.py --repeat 1 --sweep-repeat 1 --sizes 1000 --json {out}", cwd=REPO)
     table = json.loads(out.read_text())
     expected = {"pipeline, notebooks: dvc repro --force", "pipeline, scripts: dvc repro --force",
                 "no-op dvc repro", "one-parameter change (process.test_size): dvc repro",
@@ -31,7 +31,7 @@ def test_benchmark_smoke_run_fills_every_row(tmp_path):
 
 
 def load_suite_cpu():
-    spec = importlib.util.spec_from_file_location("suite_cpu", REPO / "bench" / "suite_cpu.py")
+    spec = importlib.util.spec_from_file_location("suite_cpu", REPO / "kit" / "bench" / "suite_cpu.py")
     suite_cpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(suite_cpu)
     return suite_cpu
@@ -43,9 +43,9 @@ def test_suite_cpu_names_each_process_and_counts_it_for_the_test_it_started_in()
     started = {  # pid: (the test it started in, its command line), as the startup hook records them
         10: ("-", "/w/.venv/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))"),  # a worker
         11: (test, "/w/.venv/bin/python /w/.venv/bin/dvc repro"),
-        12: (test, "python -m dataops.stage notebooks/01_get_data.ipynb"),
-        13: (test, "/w/.venv/bin/python -m dataops.kernel -f /tmp/kernel-1.json"),
-        14: (test, "/w/.venv/bin/python -m dataops.kernel --zygote 11 /run/user/0/dataops-0/x"),
+        12: (test, "/w/.venv/bin/python /w/.venv/bin/dataops-run notebooks/01_get_data.ipynb"),
+        13: (test, "/w/.venv/bin/python -m ipykernel_launcher -f /tmp/kernel-1.json"),
+        14: (test, "/w/.venv/bin/python -m dataops_kit.runner.kernel 11 dataops-kernel-0-11-x"),
     }
     processes = {  # pid: (command name, CPU s, parent pid, forked without exec), as process accounting has them
         10: ("python", 1.0, 1, False), 11: ("dvc", 0.5, 10, False), 12: ("python", 0.25, 11, False),
@@ -54,7 +54,7 @@ def test_suite_cpu_names_each_process_and_counts_it_for_the_test_it_started_in()
     }
     by_kind, by_file = suite_cpu.tally(processes, started)
     assert by_kind == {"pytest": 1.0, "dvc repro": 0.5, "papermill runner": 0.25,
-                       "stage kernel (or its proxy)": 2.0, "preloaded kernel": 1.5,
+                       "stage kernel": 2.0, "preloaded kernel": 1.5,
                        "fork of a preloaded kernel": 0.25, "git (not the venv's Python)": 0.5,
                        "chromium (not the venv's Python)": 3.0}
     assert by_file == {"tests/test_pipeline.py": 5.0, "(not traced to a test)": 4.0}

@@ -1,4 +1,4 @@
-"""The class on one store (src/dataops/classroom.py, bench/class_bench.py):
+"""The class on one store (dataops_kit.teach.classroom, kit/bench/class_bench.py):
 a real SeaweedFS S3 server on 127.0.0.1, real dvc-s3 pushes and pulls of
 experiments, the leaderboard, and the store killed in the middle of the pushes."""
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dataops import classroom
+from dataops_kit.teach import classroom
 from helpers import REPO, free_port, make_clone, run
 
 # Every test here starts a real SeaweedFS store (about 14 s a test, even the
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 
 def class_bench():
-    spec = importlib.util.spec_from_file_location("class_bench", REPO / "bench" / "class_bench.py")
+    spec = importlib.util.spec_from_file_location("class_bench", REPO / "kit" / "bench" / "class_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -77,7 +77,7 @@ def test_five_students_push_through_a_store_killed_mid_push_and_nothing_is_lost(
         assert figures["objects the experiments name"] > 5 * 4  # each student's split, model, metrics differ
 
         # The instructor's clone is of the committed workspace: this checkout's module, as the code under test.
-        board = run([sys.executable, "-m", "dataops.classroom", "leaderboard", "--class-dir", str(class_dir)],
+        board = run([sys.executable, "-m", "dataops_kit.teach.classroom", "leaderboard", "--class-dir", str(class_dir)],
                     cwd=instructor, env={"PYTHONPATH": str(REPO / "src")})
         print(board.stdout)
         rows = [line.split() for line in board.stdout.splitlines() if re.match(r"\s+\d+\s+s\d\d\s", line)]

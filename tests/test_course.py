@@ -1,4 +1,4 @@
-"""The course (docs/lessons/, src/dataops/course.py): built from an empty
+"""The course (docs/lessons/, dataops_kit.teach.course): built from an empty
 folder by running the lesson pages, every tag reproduced in a fresh clone,
 catch-up that loses nothing, and what an instructor publishes for a class."""
 
@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from dataops.course import blocks, lessons, tags
+from dataops_kit.teach.course import blocks, lessons, tags
 from helpers import REPO, locked_md5, md5, run
 
 LESSONS = lessons(REPO / "docs" / "lessons")

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from dataops.course import blocks, unmet
-from dataops.exercises import EXERCISES, folder_of
+from dataops_kit.teach.course import blocks, unmet
+from dataops_kit.teach.exercises import EXERCISES, folder_of
 from helpers import REPO, run
 
 DOC = REPO / "docs" / "exercises.md"

@@ -148,7 +148,7 @@ def test_a_broken_or_missing_notebook_ends_in_one_line(workspace):
     (workspace / "notebooks/02_process_data.ipynb").write_text('{"cells": [')
     one_line_failure(run("dvc repro", cwd=workspace, check=False),
                      "✗ process_data: notebooks/02_process_data.ipynb is not a notebook (invalid JSON")
-    one_line_failure(run("python -m dataops.stage notebooks/02_proces_data.ipynb", cwd=workspace, check=False),
+    one_line_failure(run("dataops-run notebooks/02_proces_data.ipynb", cwd=workspace, check=False),
                      "notebooks/02_proces_data.ipynb does not exist: check the stage's cmd in dvc.yaml")
 
 
@@ -161,10 +161,10 @@ def test_a_notebook_without_kernel_metadata_runs_on_the_workspace_kernel(workspa
 
 
 def test_bless_misuse_ends_in_one_line(workspace):
-    result = run("python -m dataops.notebook bless notebooks/nope.ipynb", cwd=workspace, check=False)
+    result = run("python -m dataops_kit.runner.notebook bless notebooks/nope.ipynb", cwd=workspace, check=False)
     assert result.returncode == 1 and result.stderr.startswith("✗ bless: notebooks/nope.ipynb does not exist")
     edit_cell(workspace, "01_get_data.ipynb", "missing values:", "gaps:")
-    result = run("python -m dataops.notebook bless notebooks/01_get_data.ipynb", cwd=workspace, check=False)
+    result = run("python -m dataops_kit.runner.notebook bless notebooks/01_get_data.ipynb", cwd=workspace, check=False)
     assert "ran another version of notebooks/01_get_data.ipynb" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -187,7 +187,7 @@ def test_params_yaml_means_the_same_to_dvc_and_the_notebooks(workspace):
 
 def test_a_full_disk_leaves_no_half_written_output_unsaid(workspace):
     # A file size limit makes every write past 2 KB fail, as a full disk does.
-    result = run("ulimit -f 2 && python -m dataops.stage notebooks/02_process_data.ipynb", cwd=workspace,
+    result = run("ulimit -f 2 && dataops-run notebooks/02_process_data.ipynb", cwd=workspace,
                  check=False)
     one_line_failure(result, "✗ process_data: could not read or write")
     assert "File too large" in result.stdout

@@ -37,7 +37,7 @@ def test_a_stage_leaves_no_kernel_behind(workspace, tmp_path):
     # Output to a file, not a pipe: waiting for a pipe to close would also
     # wait for a kernel that inherited it.
     with open(tmp_path / "log", "w") as log:
-        stage = subprocess.Popen("python -m dataops.stage notebooks/02_process_data.ipynb".split(), cwd=workspace,
+        stage = subprocess.Popen("dataops-run notebooks/02_process_data.ipynb".split(), cwd=workspace,
                                  env={**os.environ, **workspace_env(workspace)}, stdout=log, stderr=log)
         seen = []
         while stage.poll() is None and not seen:  # the check below can see a kernel: here is one
@@ -50,7 +50,7 @@ def test_a_stage_leaves_no_kernel_behind(workspace, tmp_path):
 def test_a_notebook_naming_a_missing_kernel_fails_with_one_line(workspace):
     notebook = workspace / "notebooks/02_process_data.ipynb"
     notebook.write_text(notebook.read_text().replace('"name": "dataops"', '"name": "no-such-kernel"'))
-    result = run("python -m dataops.stage notebooks/02_process_data.ipynb", cwd=workspace, check=False)
+    result = run("dataops-run notebooks/02_process_data.ipynb", cwd=workspace, check=False)
     assert result.returncode == 1
     assert "✗ process_data: notebooks/02_process_data.ipynb asks for the kernel 'no-such-kernel', which is not installed: run `make`" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
@@ -65,7 +65,7 @@ def test_interrupted_training_then_repro_gives_the_uninterrupted_outputs(slow_tr
     process.wait(timeout=60)
     assert process.returncode != 0
     # Ctrl-C: the runner stops its kernel before it exits; the preloaded process
-    # (dataops.kernel) follows dvc within a moment. kill -9 gives the runner no
+    # (dataops_kit.runner.kernel) follows dvc within a moment. kill -9 gives the runner no
     # chance; the kernel notices its parent is gone within a second or so.
     assert kernels_in(workspace, wait=1 if sig == signal.SIGINT else 5) == []
     if sig == signal.SIGINT:  # the runner puts the last good outputs back itself

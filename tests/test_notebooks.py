@@ -7,8 +7,8 @@ import nbformat
 import pytest
 
 from helpers import REPO, edit_cell, locked_md5, md5, run, save_through_jupyter, set_param
-from dataops.notebook import dumps, strip
-from dataops.stage import headlines
+from dataops_kit.runner.notebook import dumps, strip
+from dataops_kit.runner.stage import headlines
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -86,7 +86,7 @@ def test_a_notebook_saved_with_outputs_by_another_editor_reruns_nothing(workspac
 
 
 def test_dvc_keeps_its_own_hashing_with_an_untested_dvc_data(clone):
-    result = run([sys.executable, "-c", "import dataops.dvchash as h; h.TESTED = '0.0'; print(h.install())"],
+    result = run([sys.executable, "-c", "import dataops_kit.runner.dvchash as h; h.TESTED = '0.0'; print(h.install())"],
                  cwd=clone)
     assert result.stdout.strip() == "False" and "is not the tested 0.0" in result.stderr
 

@@ -1,7 +1,5 @@
 """`dvc repro` on the notebook pipeline does what the README promises."""
 
-import ast
-import json
 from pathlib import Path
 
 import yaml
@@ -86,54 +84,29 @@ def test_paths_in_dvc_yaml_are_the_ones_the_notebooks_use(reproduced):
         assert f"reports/{Path(notebook).name}" in stage["outs"]
 
 
-def _dataops_imports(code: str) -> set:
-    found = set()
-    for node in ast.walk(ast.parse(code)):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "dataops":
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "dataops")
-    return found
-
-
-def _modules_used(code: str) -> set:
-    """The files of src/dataops that this code runs, following imports (dataops/__init__ always)."""
-    todo, files = [code], {"src/dataops/__init__.py"}
-    while todo:
-        for name in _dataops_imports(todo.pop()):
-            path = REPO / "src" / (name.replace(".", "/") + ".py")
-            if path.is_file() and str(path.relative_to(REPO)) not in files:
-                files.add(str(path.relative_to(REPO)))
-                todo.append(path.read_text())
-    return files
-
-
-def test_each_stage_depends_on_exactly_the_modules_it_runs():
-    # Not counted: the preloaded kernel's import of dataops.model (kernel.PRELOADED),
-    # made for the skops state it leaves, keyed on model.py's code and forgotten
-    # before any cell runs; the stages that run model.py import it themselves.
+def test_each_stage_depends_on_its_notebook_its_data_the_helpers_and_nothing_of_the_toolkit():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    runner = _modules_used("import dataops.stage")
+    written = {out for stage in stages.values() for out in stage["outs"]}
     for name, stage in stages.items():
-        notebook = json.loads((REPO / stage["cmd"].split()[-1]).read_text())
-        code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
-        declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
-        assert declared == runner | _modules_used(code), name
+        notebook = stage["cmd"].split()[-1]
+        assert stage["cmd"] == f"dataops-run {notebook}", name
+        assert stage["deps"][0] == notebook and "src/dataops" in stage["deps"], name
+        assert all(dep in written for dep in stage["deps"] if dep not in (notebook, "src/dataops")), name
+        assert not any("kit" in dep for dep in stage["deps"]), name
 
 
-def test_editing_a_module_no_stage_uses_reruns_nothing(workspace):
+def test_editing_the_toolkit_reruns_nothing_and_a_helper_reruns_every_stage(workspace):
     lock = (workspace / "dvc.lock").read_text()
-    for module in ("install.py", "lockcheck.py", "dvchash.py"):
-        with open(workspace / "src/dataops" / module, "a") as file:
+    for module in workspace.glob("kit/src/dataops_kit/**/*.py"):
+        with open(module, "a") as file:
             file.write("# a comment\n")
     assert "up to date" in run("dvc status", cwd=workspace).stdout
     assert "Running stage" not in run("dvc repro", cwd=workspace).stdout
     assert (workspace / "dvc.lock").read_text() == lock
-    with open(workspace / "src/dataops/model.py", "a") as file:  # used by train and evaluate
+    with open(workspace / "src/dataops/model.py", "a") as file:
         file.write("# a comment\n")
     status = run("dvc status", cwd=workspace).stdout
-    assert "train_model" in status and "evaluate" in status and "get_data" not in status, status
+    assert all(name in status for name in ("get_data", "process_data", "train_model", "evaluate")), status
 
 
 def test_dvc_sends_no_analytics_and_checks_for_no_updates(clone):

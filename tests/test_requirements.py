@@ -15,7 +15,7 @@ def _normal(name):
 
 
 def _sources():
-    for path in [*REPO.glob("src/**/*.py"), *REPO.glob("tests/*.py"), *REPO.glob("bench/*.py"),
+    for path in [*REPO.glob("src/**/*.py"), *REPO.glob("tests/*.py"), *REPO.glob("kit/**/*.py"),
                  REPO / "notebooks" / "conftest.py"]:
         yield path, path.read_text()
     for path in REPO.glob("notebooks/*.ipynb"):
@@ -57,7 +57,7 @@ def _imported():
 def test_every_imported_package_is_a_direct_requirement():
     direct, extra = _direct(), _direct("requirements-class.in")
     owners = packages_distributions()
-    local = {"dataops", "helpers", "conftest", "class_bench"}
+    local = {"dataops", "dataops_kit", "helpers", "conftest", "class_bench"}
     missing = {}
     for module, where in _imported().items():
         if module in sys.stdlib_module_names or module in local:

@@ -57,7 +57,7 @@ def test_make_in_a_workspace_sharing_the_venv_leaves_it_working_after_that_works
     root, _ = made
     other = make_clone(tmp_path / "other", share_venv=False)
     (other / ".venv").symlink_to(root / ".venv")
-    (other / "src/dataops/install.py").touch()  # as after a pull that changed it: make installs again
+    (other / "kit/src/dataops_kit/install.py").touch()  # as after a pull that changed it: make installs again
     result = make(other, "setup")
     assert "left alone" in result.stdout
     assert result.returncode == 0, result.stdout + result.stderr

@@ -68,6 +68,10 @@ def output_paths() -> Paths:
     return Paths(root) if os.environ.get(STAGE) else Paths(root, root / "scratch")
 
 
+# Set by the workspace kernel's kernelspec (`make` writes it), beside the numerics pins.
+KERNEL_MARK = "DATAOPS_KERNEL"
+
+
 def _note_a_kernel_without_pins():
     """A kernel started from the bare interpreter (VS Code offers one) lacks the
     workspace kernel's pinned numerics: say so once, as its results may differ
@@ -75,12 +79,9 @@ def _note_a_kernel_without_pins():
     ipython = sys.modules.get("IPython")  # only inside a running IPython, never imported here
     if ipython is None or ipython.get_ipython() is None:
         return
-    from dataops.kernel import same_bytes_env
-
-    missing = sorted(key for key, value in same_bytes_env().items() if os.environ.get(key) != value)
-    if missing:
-        print(f"Note: this is not the workspace's kernel 'Python (dataops)' ({', '.join(missing)} not set), so a "
-              f"model it writes can differ in its last bits from dvc repro's. Pick that kernel.", file=sys.stderr)
+    if os.environ.get(KERNEL_MARK) != "1":
+        print("Note: this is not the workspace's kernel 'Python (dataops)', so a model it writes can differ "
+              "in its last bits from dvc repro's. Pick that kernel.", file=sys.stderr)
 
 
 _note_a_kernel_without_pins()

@@ -4,9 +4,9 @@ Every editor but JupyterLab (VS Code, Jupyter Notebook, ``jupyter nbconvert
 --execute --inplace``) saves a notebook with its outputs. git's clean filter
 hides them from git, but DVC hashed the file as it is on disk, so the stage
 looked changed, reran, and rewrote dvc.lock. ``.venv/bin/dvc`` (written by
-``make``, see dataops.install) calls ``install()`` before DVC starts: the md5
+``make``, see dataops_kit.install) calls ``install()`` before DVC starts: the md5
 DVC computes for a notebook in notebooks/ is then the md5 of the notebook as
-``dataops.notebook.strip`` writes it, which is the file git stores. For a
+``dataops_kit.runner.notebook.strip`` writes it, which is the file git stores. For a
 clean notebook that is its own md5, so dvc.lock is the same as stock DVC
 writes, and a DVC run without this hook (``python -m dvc``) agrees with it as
 long as the notebooks are clean.
@@ -21,7 +21,7 @@ behaviour and a one-line note, never a wrong hash.
 import sys
 from pathlib import Path
 
-from dataops.notebook import clean_md5
+from dataops_kit.runner.notebook import clean_md5
 
 TESTED = "3.18.3"  # dvc-data, as pinned in requirements.txt
 

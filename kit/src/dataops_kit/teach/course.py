@@ -10,10 +10,10 @@ the history cannot drift apart. After each page, the repository must be
 committed and DVC up to date; then it is tagged ``lesson-NN-name``: the state
 a student has at the end of that lesson, which is where lesson NN+1 starts.
 
-    python -m dataops.course build [FOLDER]      # make course
-    python -m dataops.course verify [FOLDER]     # make course-verify
-    python -m dataops.course publish [FOLDER] [TO]   # make course-publish
-    python -m dataops.course catch-up LESSON     # make catch-up LESSON=3, in the course
+    python -m dataops_kit.teach.course build [FOLDER]      # make course
+    python -m dataops_kit.teach.course verify [FOLDER]     # make course-verify
+    python -m dataops_kit.teach.course publish [FOLDER] [TO]   # make course-publish
+    python -m dataops_kit.teach.course catch-up LESSON     # make catch-up LESSON=3, in the course
 
 FOLDER is the classroom folder: the course repository is FOLDER/repo, and the
 lessons put the DVC remote and a classmate's clone beside it (FOLDER/storage,
@@ -21,8 +21,6 @@ FOLDER/classmate), so one ``rm -rf FOLDER`` removes everything.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -31,7 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-WORKSPACE = Path(__file__).resolve().parents[2]
+from dataops_kit.facts import YAMLError, git_show, md5, read_yaml, stored, workspace
+
+WORKSPACE = workspace()
 LESSONS = WORKSPACE / "docs" / "lessons"
 DEFAULT_FOLDER = WORKSPACE.parent / "dataops-course"
 TAG = "lesson-{number}-{slug}"
@@ -168,38 +168,15 @@ def _unique(make_name, exists) -> str:
     return name
 
 
-def md5(path: Path) -> str:
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
-
-
-def stored(store: Path, digest: str) -> Path:
-    """Where DVC 3 keeps a file of that md5, in a cache (.dvc/cache) or a local remote."""
-    return store / "files" / "md5" / digest[:2] / digest[2:]
-
-
-def outputs(lock: dict) -> dict:
-    """{path: md5} of every output a dvc.lock records."""
-    return {out["path"]: out["md5"] for stage in (lock or {}).get("stages", {}).values()
-            for out in stage.get("outs", []) if "md5" in out}
-
-
-def locked_metrics(repo: Path, lock: dict) -> dict:
-    """reports/metrics.json as the run that LOCK records wrote it (from the cache),
-    whatever the file on disk says now."""
-    digest = outputs(lock).get("reports/metrics.json")
-    try:
-        return json.loads(stored(repo / ".dvc" / "cache", digest).read_text())
-    except (OSError, TypeError, ValueError):
-        return {}
-
-
 def _unsaved_outputs(repo: Path) -> list:
     """Tracked outputs on disk whose bytes are in no version DVC saved: a
     `dvc checkout` would refuse to overwrite them, and they exist nowhere else."""
-    import yaml
-
     cache = Path(_dvc(["cache", "dir"], repo).stdout.strip())
-    spec = yaml.safe_load((repo / "dvc.yaml").read_text()) if (repo / "dvc.yaml").exists() else {}
+    try:
+        spec = read_yaml((repo / "dvc.yaml").read_text()) if (repo / "dvc.yaml").exists() else {}
+    except (OSError, UnicodeDecodeError, YAMLError, ValueError) as error:
+        raise CourseError(f"dvc.yaml cannot be read ({type(error).__name__}): resolve it first "
+                          f"(git checkout dvc.yaml, or finish the merge)") from None
     unsaved = []
     for stage in (spec or {}).get("stages", {}).values():
         for out in stage.get("outs", []):
@@ -287,8 +264,7 @@ def verify(folder: Path, say=print) -> list:
             _dvc(["config", "--local", "cache.dir", str(work / "cache")], clone, env)
             output = _dvc(["repro"], clone, env).stdout
             ran, restored = output.count("Running stage '"), output.count("is cached - skipping run")
-            identical = (clone / "dvc.lock").read_bytes() == subprocess.run(
-                ["git", "show", f"{tag}:dvc.lock"], cwd=clone, capture_output=True).stdout
+            identical = (clone / "dvc.lock").read_text() == git_show(clone, tag, "dvc.lock")
         else:
             identical = None  # nothing to reproduce yet
         status = _dvc(["status"], clone, env).stdout
@@ -322,7 +298,7 @@ def publish(folder: Path, to: Path, say=print) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataops.course", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dataops_kit.teach.course", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("build", "verify", "publish"):
         command = commands.add_parser(name)

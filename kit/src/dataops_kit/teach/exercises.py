@@ -1,8 +1,8 @@
 """Graded exercises: scenarios set up from the course, answers checked from
 real git and DVC state.
 
-    make exercise 3        # python -m dataops.exercises start 3
-    make check 3           # python -m dataops.exercises check 3
+    make exercise 3        # python -m dataops_kit.teach.exercises start 3
+    make check 3           # python -m dataops_kit.teach.exercises check 3
 
 ``start`` clones the built course (make course) at the exercise's lesson tag
 into a folder of its own, EXERCISES/NN-name/repo (default
@@ -28,10 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from dataops.course import (AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, locked_metrics, md5, outputs,
-                            stored, student_env, tags)
+from dataops_kit.facts import (YAMLError, cache_dir, git_show, locked_metrics, md5, outputs, read_yaml,
+                               stored)
+from dataops_kit.teach.course import AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, student_env, tags
 
 DEFAULT_EXERCISES = WORKSPACE.parent / "dataops-exercises"
 MARKER = "dataops-exercise.json"  # in .git/: invisible to git status
@@ -59,27 +58,27 @@ class Scene:
         return self.git(f"rev-parse -q --verify '{name}^{{commit}}'", check=False) or None
 
     def show(self, rev: str, path: str) -> str:
-        result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=self.repo, capture_output=True, text=True)
-        return result.stdout if result.returncode == 0 else None
+        return git_show(self.repo, rev, path)
+
+    def _yaml(self, name: str, rev: str = None) -> dict:
+        """A YAML file of the working tree (or of commit REV), or {} when it cannot be read as one."""
+        try:
+            text = (self.repo / name).read_text() if rev is None else self.show(rev, name)
+            data = read_yaml(text or "")
+        except (OSError, UnicodeDecodeError, YAMLError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def lock(self, rev: str = None) -> dict:
-        text = (self.repo / "dvc.lock").read_text() if rev is None else self.show(rev, "dvc.lock")
-        try:
-            return yaml.safe_load(text or "") or {}
-        except yaml.YAMLError:
-            return {}
+        return self._yaml("dvc.lock", rev)
 
     def params(self, rev: str = None) -> dict:
-        text = (self.repo / "params.yaml").read_text() if rev is None else self.show(rev, "params.yaml")
-        try:
-            return yaml.safe_load(text or "") or {}
-        except yaml.YAMLError:
-            return {}
+        return self._yaml("params.yaml", rev)
 
     outs = staticmethod(outputs)
 
     def cached(self, digest: str) -> Path:
-        return stored(self.repo / ".dvc" / "cache", digest)
+        return stored(cache_dir(self.repo), digest)
 
     def metrics(self, rev: str = None) -> dict:
         """reports/metrics.json as the pipeline wrote it for commit REV (the working
@@ -297,7 +296,7 @@ def _():
 
     def check(s):
         needed = {digest for commit in s.history("--all") for digest in s.outs(s.lock(commit)).values()}
-        stored = {p.parent.name + p.name for p in (s.repo / ".dvc/cache/files/md5").glob("*/*")}
+        stored = {p.parent.name + p.name for p in (cache_dir(s.repo) / "files" / "md5").glob("*/*")}
         return [
             criterion(needed <= stored, "every version a commit needs is still in the cache",
                       f"{len(needed - stored)} version(s) gone: gc's flags decide what counts as used "
@@ -367,7 +366,7 @@ def _():
         pass
 
     def check(s):
-        spec = yaml.safe_load(s.show("HEAD", "dvc.yaml") or "") or {}
+        spec = s._yaml("dvc.yaml", "HEAD")
         ours = {"get_data", "process_data", "train_model", "evaluate"}
         new = {name: stage for name, stage in spec.get("stages", {}).items() if name not in ours}
         reads = [name for name, stage in new.items() if "data/processed/train.csv" in stage.get("deps", [])]
@@ -414,7 +413,7 @@ def start(number: int, course: Path = DEFAULT_FOLDER, exercises: Path = DEFAULT_
     if (source / ".dvc" / "cache" / "runs").is_dir():
         shutil.copytree(source / ".dvc" / "cache" / "runs", repo / ".dvc" / "cache" / "runs")
     (repo / ".venv").symlink_to(Path(sys.prefix))
-    from dataops.install import install_workspace
+    from dataops_kit.install import install_workspace
 
     install_workspace(repo)
     s.sh("dvc checkout -q")
@@ -449,7 +448,7 @@ def where(number: int, exercises: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataops.exercises", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dataops_kit.teach.exercises", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "check", "list"])
     parser.add_argument("number", nargs="?", type=int)
     parser.add_argument("--course", type=Path, default=Path(os.environ.get("COURSE") or DEFAULT_FOLDER))

@@ -3,10 +3,13 @@
 * the Jupyter kernel ``dataops``, inside the venv, which every notebook names,
   with the numerics pinned so every x86_64 CPU writes the same bytes;
 * the ``dvc`` command, which counts a stage notebook by its clean form
-  (dataops.dvchash), so a notebook saved with outputs reruns nothing;
+  (dataops_kit.runner.dvchash), so a notebook saved with outputs reruns nothing,
+  and which puts its own venv first on PATH, so the stages' ``dataops-run``
+  is this venv's even when the venv is not activated;
 * git's clean filter and diff driver for notebooks, written into .git/config
-  with a path relative to the repository (git runs filters from its top
-  folder), so the entry stays right wherever the clone lives;
+  with this venv's Python (``make`` writes it again in a copied or moved
+  workspace, which gets its own venv); ``dvc exp run --queue``'s temporary
+  copies share the config, and so the filter;
 * the page `dvc plots show` renders into, with vega inlined so it works offline;
 * JupyterLab settings inside the venv: notebooks are saved stripped, so a
   saved notebook leaves ``git status`` and ``dvc status`` clean; the executed
@@ -22,12 +25,12 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from dataops.kernel import KERNEL, same_bytes_env
+from dataops import KERNEL_MARK
+from dataops_kit.runner.kernel import KERNEL, PROVISIONER, same_bytes_env
 
-# The filter needs only the standard library, so any python3 runs it, and its
-# path is relative to the repository: it works in every clone and in the
-# temporary copies `dvc exp run --queue` makes, which have no .venv.
-FILTER = "python3 src/dataops/notebook.py clean"
+
+def _filter() -> str:
+    return f"'{sys.executable}' -m dataops_kit.runner.notebook clean"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -39,23 +42,26 @@ def install_kernel(prefix: Path) -> None:
     _write_json(prefix / "share" / "jupyter" / "kernels" / KERNEL / "kernel.json", {
         # Quiet the kernel's own log: its per-start "running over TCP without
         # encryption" warning is noise on a loopback-only teaching machine.
-        # ipykernel's launcher, without debugpy in headless runs (dataops.kernel).
-        "argv": [sys.executable, "-m", "dataops.kernel", "-f", "{connection_file}",
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
                  "--IPKernelApp.log_level=ERROR"],
         "display_name": "Python (dataops)",
         "language": "python",
-        "metadata": {"debugger": True},
+        # The provisioner preloads later stages' kernels under `dvc repro` (dataops_kit.runner.kernel).
+        "metadata": {"debugger": True, "kernel_provisioner": {"provisioner_name": PROVISIONER}},
         # Set before the kernel's Python starts: OpenBLAS and glibc read them once, at load.
-        "env": same_bytes_env(),
+        "env": {**same_bytes_env(), KERNEL_MARK: "1"},
     })
 
 
 DVC_COMMAND = """#!{python}
-# Written by `make` (dataops.install) over the dvc command pip installs: the
-# same DVC, counting each stage notebook by its clean form (dataops.dvchash).
+# Written by `make` (dataops_kit.install) over the dvc command pip installs: the
+# same DVC, counting each stage notebook by its clean form (dataops_kit.runner.dvchash),
+# with this venv first on PATH for the stages' commands, activated or not.
+import os
 import sys
 
-from dataops.dvchash import install
+os.environ["PATH"] = os.pathsep.join([{bin!r}, os.environ.get("PATH", "")])
+from dataops_kit.runner.dvchash import install
 
 install()
 from dvc.cli import main
@@ -66,13 +72,13 @@ sys.exit(main())
 
 def install_dvc_command(prefix: Path) -> None:
     command = prefix / "bin" / "dvc"
-    command.write_text(DVC_COMMAND.format(python=sys.executable))
+    command.write_text(DVC_COMMAND.format(python=sys.executable, bin=str(Path(sys.executable).parent)))
     command.chmod(0o755)
 
 
 def install_jupyter_settings(prefix: Path) -> None:
     _write_json(prefix / "etc" / "jupyter" / "jupyter_server_config.json", {
-        "FileContentsManager": {"pre_save_hook": "dataops.notebook.pre_save_hook"},
+        "FileContentsManager": {"pre_save_hook": "dataops_kit.runner.notebook.pre_save_hook"},
         # The launcher and the kernel menu offer the workspace's kernel only, not ipykernel's bare "python3".
         "KernelSpecManager": {"allowed_kernelspecs": [KERNEL]},
     })
@@ -83,9 +89,9 @@ def install_jupyter_settings(prefix: Path) -> None:
 
 def install_git_filter(repo: Path) -> None:
     for key, value in {
-        "filter.nbstrip.clean": FILTER,
+        "filter.nbstrip.clean": _filter(),
         "filter.nbstrip.smudge": "cat",
-        "diff.ipynb.textconv": FILTER,
+        "diff.ipynb.textconv": _filter(),
     }.items():
         subprocess.run(["git", "config", "--local", key, value], cwd=repo, check=True)
 
@@ -151,19 +157,19 @@ def install_workspace(repo: Path) -> None:
 
 
 def main() -> int:
-    src = Path(__file__).resolve().parents[1]
-    if (src.parent / ".venv").is_symlink():
+    root = Path.cwd()  # make runs this in the workspace, or in a course repository
+    if (root / ".venv").is_symlink():
         # Another workspace's venv, shared on purpose (the tests do it): its kernel,
         # dvc command and import path name that workspace; only this clone's own part here.
-        install_workspace(src.parent)
+        install_workspace(root)
         print("installed: offline plots page, git notebook filter (.venv is another workspace's, left alone)")
         return 0
     prefix = Path(sys.prefix)
-    install_import_path(src)
+    install_import_path(root / "src")
     install_kernel(prefix)
     install_dvc_command(prefix)
     install_jupyter_settings(prefix)
-    install_workspace(src.parent)
+    install_workspace(root)
     print(f"installed: kernel '{KERNEL}', dvc command, JupyterLab settings, offline plots page, git notebook filter")
     return 0
 

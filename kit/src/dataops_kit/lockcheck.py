@@ -1,6 +1,6 @@
 """After `make`'s `dvc repro`: did this machine reproduce the committed dvc.lock?
 
-``python -m dataops.lockcheck`` prints one line, because DVC's autostage
+``python -m dataops_kit.lockcheck`` prints one line, because DVC's autostage
 (``core.autostage`` in .dvc/config) stages a changed dvc.lock without a word:
 
 * the same bytes as the commit: say so;

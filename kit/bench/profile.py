@@ -1,10 +1,10 @@
 """Where a stage's seconds go: its wall time, and the imports that take the most of it.
 
-    .venv/bin/python bench/profile.py            # in a temporary clone of this workspace
-    .venv/bin/python bench/profile.py --root DIR # in a reproduced workspace (rewrites its outputs, same bytes)
-    .venv/bin/python bench/profile.py --pipeline # a whole `dvc repro --force`, stock kernels and preloaded
+    .venv/bin/python kit/bench/profile.py            # in a temporary clone of this workspace
+    .venv/bin/python kit/bench/profile.py --root DIR # in a reproduced workspace (rewrites its outputs, same bytes)
+    .venv/bin/python kit/bench/profile.py --pipeline # a whole `dvc repro --force`, stock kernels and preloaded
 
-Runs each stage as `dvc repro` does (`python -m dataops.stage`, which starts
+Runs each stage as `dvc repro` does (`python -m dataops_kit.runner.stage`, which starts
 the stage's kernel) with PYTHONPROFILEIMPORTTIME=1, which both the runner and
 its kernel inherit, and prints, per stage, the wall time and the ten
 packages whose modules took longest to import (each module's own time,
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the workspace (this file is kit/bench/)
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import make_clone, run, workspace_env  # noqa: E402
 
@@ -77,7 +77,7 @@ def main() -> int:
             runs = {notebook.stem: None for notebook in sorted((root / "notebooks").glob("0*.ipynb"))}
         for name, env in runs.items():
             command = ["dvc", "repro", "--force"] if args.pipeline else \
-                [sys.executable, "-m", "dataops.stage", f"notebooks/{name}.ipynb"]
+                [sys.executable, "-m", "dataops_kit.runner.stage", f"notebooks/{name}.ipynb"]
             wall, top = profile(root, command, args.repeat, env)
             print(f"\n{name}: {wall:.2f} s wall; import time by package:")
             for seconds, package in top:

@@ -13,7 +13,7 @@ With --fault, the store is killed (SIGKILL) in the middle of the pushes
 and started again; the pushes it broke must fail with a message, succeed
 when run again, and leave no partial object in the store.
 
-    python bench/class_bench.py --students 40 [--fault] [--json out.json]
+    python kit/bench/class_bench.py --students 40 [--fault] [--json out.json]
 """
 
 import argparse
@@ -30,12 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
+REPO = Path(__file__).resolve().parents[2]  # the workspace (this file is kit/bench/)
 
-from dataops import classroom  # noqa: E402
-from dataops.course import md5, outputs, stored  # noqa: E402
-from dataops.install import install_workspace  # noqa: E402
+from dataops_kit.teach import classroom  # noqa: E402
+from dataops_kit.teach.course import md5, outputs, stored  # noqa: E402
+from dataops_kit.install import install_workspace  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 

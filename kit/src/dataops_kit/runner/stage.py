@@ -1,4 +1,4 @@
-"""Run one stage notebook headless with papermill: ``python -m dataops.stage notebooks/02_process_data.ipynb``.
+"""Run one stage notebook headless with papermill: ``dataops-run notebooks/02_process_data.ipynb``.
 
 This is each stage's ``cmd`` in dvc.yaml. Around papermill it adds what a
 class needs: params.yaml is checked before a kernel starts; every cell is
@@ -32,11 +32,12 @@ from pathlib import Path
 from ruamel.yaml import YAMLError
 
 from dataops import STAGE, WorkspaceError, paths
-from dataops.kernel import KERNEL
-from dataops.kernel import start as start_kernel
-from dataops.kernel import stop as stop_kernel
-from dataops.notebook import clean_md5, dumps, tidy_executed, trust
 from dataops.params import parse, read
+from dataops_kit.facts import cache_dir, is_md5, stored
+from dataops_kit.runner.kernel import KERNEL
+from dataops_kit.runner.kernel import start as start_kernel
+from dataops_kit.runner.kernel import stop as stop_kernel
+from dataops_kit.runner.notebook import clean_md5, dumps, tidy_executed, trust
 
 RECOVERY = "The last commit's data and model, all of them: git checkout HEAD -- dvc.lock && dvc checkout --force"
 
@@ -99,7 +100,7 @@ def _stage(root: Path, notebook: Path):
 
 def _digest(path: Path):
     """md5 of a file (of a notebook: of its clean form, as DVC counts it, see
-    dataops.dvchash), or of every file in a folder but the ones .dvcignore lists."""
+    dataops_kit.runner.dvchash), or of every file in a folder but the ones .dvcignore lists."""
     if path.is_file():
         clean = clean_md5(path) if path.suffix == ".ipynb" else None
         return clean[0] if clean else hashlib.md5(path.read_bytes()).hexdigest()
@@ -146,9 +147,9 @@ def _restore_last_good(root: Path, name: str):
     restored, removed = [], []
     for out in outs:
         checksum, target = str(out.get("md5", "")), root / out["path"]
-        cached = root / ".dvc" / "cache" / "files" / "md5" / checksum[:2] / checksum[2:]
         if _digest(target) == checksum:
             continue
+        cached = stored(cache_dir(root), checksum) if is_md5(checksum) else root / ".dvc" / "no such file"
         existed = target.exists()
         try:
             target.unlink(missing_ok=True)
@@ -167,11 +168,13 @@ def _own_code(root: Path) -> None:
     workspace whose venv still points at the original, DVC's experiment copies):
     dvc.lock hashes root/src, so that is the code that must run, here and in
     the kernel, which inherits PYTHONPATH."""
+    import dataops
+
     src = root / "src"
-    if Path(__file__).resolve().parent != (src / "dataops").resolve() and (src / "dataops").is_dir():
+    if Path(dataops.__file__).resolve().parent != (src / "dataops").resolve() and (src / "dataops").is_dir():
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
         sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "dataops.stage", *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-m", "dataops_kit.runner.stage", *sys.argv[1:]])
 
 
 def run(notebook: Path) -> int:
@@ -287,7 +290,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not argv[0].endswith(".ipynb"):
-        _say("usage: python -m dataops.stage notebooks/NN_stage.ipynb")
+        _say("usage: dataops-run notebooks/NN_stage.ipynb")
         return 2
     try:
         root = paths().root
@@ -298,7 +301,8 @@ def main(argv=None) -> int:
     return run(Path(argv[0]))
 
 
-if __name__ == "__main__":
+def cli():
+    """`dataops-run`: main, then exit at once."""
     code = main()
     logging.shutdown()
     sys.stdout.flush()
@@ -306,3 +310,7 @@ if __name__ == "__main__":
     # Every file is written and closed and the kernel is gone: skip tearing
     # down the interpreter (papermill's modules, zmq), 0.13 s per stage.
     os._exit(code)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,9 +1,9 @@
 """How fast is the notebook pipeline, against the same code as plain scripts?
 
     make bench                      # 5 runs of everything, 3 per size in the sweep
-    .venv/bin/python bench/bench.py --repeat 1 --sweep-repeat 1 --json out.json
-    .venv/bin/python bench/bench.py --setup   # also time `make` on a fresh clone (needs PyPI)
-    .venv/bin/python bench/bench.py --native  # without the kernel's same-bytes pins, to see their cost
+    .venv/bin/python kit/bench/bench.py --repeat 1 --sweep-repeat 1 --json out.json
+    .venv/bin/python kit/bench/bench.py --setup   # also time `make` on a fresh clone (needs PyPI)
+    .venv/bin/python kit/bench/bench.py --native  # without the kernel's same-bytes pins, to see their cost
 
 Everything runs in temporary clones, never in this workspace. The scripts are
 generated from the notebooks' code cells, not written by hand, and run under
@@ -31,10 +31,10 @@ from pathlib import Path
 import psutil
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the workspace (this file is kit/bench/)
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import make_clone, set_param, workspace_env  # noqa: E402  (the tests' helpers, reused)
-from dataops.kernel import KERNEL, same_bytes_env  # noqa: E402
+from dataops_kit.runner.kernel import KERNEL, same_bytes_env  # noqa: E402
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
 
@@ -66,7 +66,7 @@ def measure(cmd, cwd, env):
         while not done.is_set():
             try:
                 tree = {p.pid: p for p in [process, *process.children(recursive=True)]}
-                # The preloaded kernel process (dataops.kernel --zygote) leaves the tree
+                # The preloaded kernel process (dataops_kit.runner.kernel --zygote) leaves the tree
                 # when the stage that started it ends; it and its forked kernels still count.
                 for pid in tree.keys() - seen:
                     seen.add(pid)
@@ -134,7 +134,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sweep-repeat", type=int, default=3, help="runs per size in the scale sweep")
-    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--json", type=Path, default=REPO / "kit" / "bench" / "results.json")
     parser.add_argument("--setup", action="store_true", help="also time `make` on a fresh clone")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000",
                         help="rows of the synthetic data set for the scale sweep (comma-separated)")
@@ -168,7 +168,7 @@ def main() -> int:
         for notebook in NOTEBOOKS:
             stage = notebook.stem
             rows |= repeat(n, {
-                f"{stage}, notebook": (f"python -m dataops.stage notebooks/{notebook.name}", nb_root, env_nb),
+                f"{stage}, notebook": (f"python -m dataops_kit.runner.stage notebooks/{notebook.name}", nb_root, env_nb),
                 f"{stage}, script": (f"python ../scripts/{stage}.py", py_root / "notebooks", env_py)})
         rows |= repeat(n, {"no-op dvc repro": ("dvc repro", nb_root, env_nb)})
 

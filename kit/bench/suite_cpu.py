@@ -1,7 +1,7 @@
 """Where the test suite's CPU goes: every process's CPU time, by kind and by test file.
 
-    sudo .venv/bin/python bench/suite_cpu.py                  # the whole suite, as `make test` runs it
-    sudo .venv/bin/python bench/suite_cpu.py tests/test_pipeline.py -n 2
+    sudo .venv/bin/python kit/bench/suite_cpu.py                  # the whole suite, as `make test` runs it
+    sudo .venv/bin/python kit/bench/suite_cpu.py tests/test_pipeline.py -n 2
 
 The suite is bound by CPU (2 cores busy most of a run), so its wall time is
 about its CPU time over the cores. This counts that CPU with the kernel's
@@ -44,11 +44,11 @@ if os.environ.get("SUITE_CPU_LOG"):
 def kind(command: str) -> str:
     """What a venv Python process was, from its command line."""
     words = command.split()
-    if "dataops.kernel" in words and "--zygote" in words:
+    if "dataops_kit.runner.kernel" in words:
         return "preloaded kernel"
-    if "dataops.kernel" in words or "ipykernel_launcher" in command:
-        return "stage kernel (or its proxy)"
-    if "dataops.stage" in words:
+    if "ipykernel_launcher" in command or "kernelapp" in command:
+        return "stage kernel"
+    if "dataops_kit.runner.stage" in words or any(word.endswith("dataops-run") for word in words):
         return "papermill runner"
     for at, word in enumerate(words):
         if word.endswith("/dvc") or word == "dvc":

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,26 +29,22 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import yaml
+from dataops_kit.facts import YAMLError, free_port, git_show, locked_metrics, read_yaml, workspace
 
-from dataops.course import WORKSPACE, CourseError, locked_metrics
+DEFAULT_CLASS = workspace().parent / "dataops-class"
 
-DEFAULT_CLASS = WORKSPACE.parent / "dataops-class"
+
+class StoreError(Exception):
+    """The class store or a student's link to it failed: the message says what to do."""
 BUCKET = "class"
 REMOTE = "class"  # the name of both remotes in a clone: git's and DVC's
 WEED = Path(sys.executable).parent / "weed"
-DVC = str(Path(sys.executable).parent / "dvc")  # the venv's (dataops.install), activated or not
+DVC = str(Path(sys.executable).parent / "dvc")  # the venv's (dataops_kit.install), activated or not
 # Every port weed server listens on, each set: its defaults (8181 and 9101 too)
 # would collide with a second store on the same machine.
 PORTS = {"s3": "s3.port", "s3.grpc": "s3.port.grpc", "s3.iceberg": "s3.port.iceberg", "s3.lance": "s3.port.lance",
          "master": "master.port", "master.grpc": "master.port.grpc", "volume": "volume.port",
          "volume.grpc": "volume.port.grpc", "filer": "filer.port", "filer.grpc": "filer.port.grpc"}
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _state(folder: Path) -> dict:
@@ -96,7 +91,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8333, say=print, ti
         say(f"The class store is already running: {state['endpoint']}")
         return state
     if not WEED.exists():
-        raise CourseError(f"no SeaweedFS in this venv ({WEED}): make class-remote installs it")
+        raise StoreError(f"no SeaweedFS in this venv ({WEED}): make class-remote installs it")
     keys = credentials(folder)
     identities = folder / "s3.json"
     identities.touch(mode=0o600)
@@ -110,7 +105,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8333, say=print, ti
     # One master, so no peer to wait for: a restart (which resumes the master's raft
     # state) elects it after 2 s, not the default 10 s (a store back in 5 s, not 19).
     for attempt in range(3):
-        ports = state.get("ports") or {name: _free_port(host) for name in PORTS}
+        ports = state.get("ports") or {name: free_port(host) for name in PORTS}
         ports["s3"] = state.get("ports", {}).get("s3", port)
         command = [str(WEED), "server", f"-dir={folder / 'store'}", f"-ip={host}", f"-ip.bind={host}",
                    "-s3", f"-s3.config={identities}", "-s3.autoCreateBucket", "-volume.max=0",
@@ -130,7 +125,7 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8333, say=print, ti
         exited = process.poll() is not None
         stop(folder, say=lambda _: None)
         if not exited or state.get("ports") or attempt == 2:
-            raise CourseError(f"the store did not start; its log: {folder / 'store.log'}")
+            raise StoreError(f"the store did not start; its log: {folder / 'store.log'}")
     state = started
     _bucket(state, keys)
     say(f"The class store is up at {endpoint} (S3, bucket {BUCKET!r}), after {time.monotonic() - began:.1f} s;"
@@ -190,7 +185,7 @@ def join(repo: Path, folder: Path, say=print) -> None:
     the credentials in .dvc/config.local (never tracked)."""
     folder, state = folder.resolve(), _state(folder.resolve())
     if not state:
-        raise CourseError(f"no class store in {folder}: the instructor starts it with make class-remote")
+        raise StoreError(f"no class store in {folder}: the instructor starts it with make class-remote")
     keys = credentials(folder)
 
     def run(*args):
@@ -220,8 +215,11 @@ def experiments(repo: Path, names=None) -> list:
     """The clone's experiments (those NAMES, if given): name, student, params
     changed from its baseline, metrics."""
     def show(rev, path):
-        result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
-        return yaml.safe_load(result.stdout) if result.returncode == 0 else {}
+        try:
+            data = read_yaml(git_show(repo, rev, path) or "")
+        except (YAMLError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=repo,
                           capture_output=True, text=True).stdout.split()
     rows = []
@@ -248,7 +246,7 @@ def leaderboard(repo: Path, html_path: Path, say=print) -> list:
         pulled = subprocess.run([DVC, "exp", "pull", "-r", REMOTE, "-f", REMOTE, *names], cwd=repo,
                                 capture_output=True, text=True)
         if pulled.returncode:
-            raise CourseError(f"dvc exp pull failed:\n{pulled.stdout}{pulled.stderr}")
+            raise StoreError(f"dvc exp pull failed:\n{pulled.stdout}{pulled.stderr}")
     rows = experiments(repo, set(names))  # the class's, not the instructor's own tries
     header = f"{'#':>3}  {'student':<12} {'experiment':<24} {'accuracy':>8} {'f1_macro':>8}  changed"
     say(header)
@@ -275,7 +273,7 @@ def leaderboard(repo: Path, html_path: Path, say=print) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataops.classroom", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dataops_kit.teach.classroom", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["serve", "stop", "join", "leaderboard"])
     parser.add_argument("--class-dir", type=Path, default=Path(os.environ.get("CLASS") or DEFAULT_CLASS))
     parser.add_argument("--host", default="127.0.0.1")
@@ -293,7 +291,7 @@ def main(argv=None) -> int:
             join(Path.cwd(), args.class_dir)
         else:
             leaderboard(Path.cwd(), Path.cwd() / "leaderboard.html")
-    except (CourseError, subprocess.CalledProcessError) as error:
+    except (StoreError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or ""
         print(f"✗ {error}{(': ' + detail.strip()) if detail else ''}", file=sys.stderr)
         return 1

@@ -1,0 +1,97 @@
+"""The one home of what the toolkit knows about DVC, git and the machine:
+where DVC keeps a file, what a dvc.lock records, an md5, a file at a git
+revision, a free port, and the YAML rules (DVC's, from ``dataops.params``).
+Every other module imports these; none writes its own."""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAMLError
+
+from dataops.params import parse as _parse
+
+__all__ = ["YAMLError", "read_yaml", "md5", "stored", "outputs", "locked_metrics", "git_show", "free_port",
+           "workspace"]
+
+
+def read_yaml(text: str):
+    """YAML as DVC reads it (YAML 1.2: ``on`` is a string, ``1e-3`` a number).
+    Raises YAMLError (or ValueError for a duplicated key) on text DVC refuses."""
+    return _parse(text)
+
+
+def md5(path) -> str:
+    """The md5 DVC records for a plain file."""
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_md5(text) -> bool:
+    return isinstance(text, str) and len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def stored(store: Path, digest: str) -> Path:
+    """Where DVC 3 keeps a file of that md5, in a cache (.dvc/cache) or a local
+    remote. Anything but an md5 is refused: a hostile dvc.lock must not name a path."""
+    if not is_md5(digest):
+        raise ValueError(f"not an md5: {digest!r}")
+    return Path(store) / "files" / "md5" / digest[:2] / digest[2:]
+
+
+def cache_dir(repo: Path) -> Path:
+    """The repository's DVC cache as `make` and the course leave it (the default place)."""
+    return Path(repo) / ".dvc" / "cache"
+
+
+def outputs(lock) -> dict:
+    """{path: md5} of every output a dvc.lock records (entries without a valid md5 are left out)."""
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    found = {}
+    for stage in (stages or {}).values() if isinstance(stages, dict) else ():
+        for out in (stage.get("outs") or []) if isinstance(stage, dict) else ():
+            if isinstance(out, dict) and isinstance(out.get("path"), str) and is_md5(out.get("md5")):
+                found[out["path"]] = out["md5"]
+    return found
+
+
+def locked_metrics(repo: Path, lock: dict) -> dict:
+    """reports/metrics.json as the run that LOCK records wrote it (from the
+    cache), whatever the file on disk says now; {} when it cannot be read."""
+    try:
+        data = json.loads(stored(cache_dir(repo), outputs(lock)["reports/metrics.json"]).read_text())
+    except (OSError, KeyError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def git_show(repo: Path, rev: str, path: str):
+    """The text of PATH at REV, or None where git has none (no such commit or file, not UTF-8)."""
+    result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True)
+    if result.returncode:
+        return None
+    try:
+        return result.stdout.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the caller must still cope with losing a race for it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def workspace() -> Path:
+    """The workspace the toolkit serves: $DATAOPS_WORKSPACE (the Makefile sets it
+    in a workspace), else the folder that holds the running venv."""
+    named = os.environ.get("DATAOPS_WORKSPACE")
+    return Path(named).resolve() if named else Path(sys.prefix).resolve().parent

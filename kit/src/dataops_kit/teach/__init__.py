@@ -1,0 +1,1 @@
+"""The instructor's tools: the course, the graded exercises, the class store."""
