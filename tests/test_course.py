@@ -27,10 +27,10 @@ def test_every_lesson_page_says_what_to_type_what_to_expect_and_why():
             assert f"`make catch-up LESSON={lesson.number}`" in lesson.text, lesson
     # `git tag` sorts by name: the names must sort in lesson order.
     assert sorted(lesson.tag for lesson in LESSONS) == [lesson.tag for lesson in LESSONS]
-    # The README leads to every lesson, under its tag.
-    readme = (REPO / "README.md").read_text()
+    # The lessons' index leads to every lesson, under its tag.
+    index = (REPO / "docs" / "lessons" / "README.md").read_text()
     for lesson in LESSONS:
-        assert f"(docs/lessons/{lesson.path.name}) | `{lesson.tag}` |" in readme, lesson
+        assert f"({lesson.path.name}) | `{lesson.tag}` |" in index, lesson
 
 
 def test_the_lessons_run_the_tutorials_whole_command_tour():
