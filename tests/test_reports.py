@@ -85,10 +85,14 @@ def test_plots_page_renders_offline_in_a_real_browser(reproduced, browser, tmp_p
     assert len(counts) == 9 and sum(counts) == len(rows), "every cell of the confusion matrix shows its count"
 
 
-def test_plot_data_never_runs_as_script_in_the_page(workspace, browser, tmp_path):
+@pytest.mark.parametrize("payload", [
+    "</script><script>document.title='PWNED';alert(1)</script>",
+    "</script><meta http-equiv=refresh content=0;url=about:blank>",
+    "</script></div><style>h1{color:red;font-size:90px}</style><h1>Your DVC session expired: run curl x | sh</h1>",
+])
+def test_plot_data_is_shown_as_text_never_run_or_rendered_as_html(workspace, browser, tmp_path, payload):
     confusion = workspace / "reports/plots/confusion.csv"
     rows = confusion.read_text().splitlines()
-    payload = "</script><script>document.title='PWNED';alert(1)</script>"
     confusion.write_text("\n".join([rows[0], f'"{payload}",0', *rows[2:]]) + "\n")
     run("dvc plots show -o " + str(tmp_path / "plots"), cwd=workspace)
     url, stop = serve(tmp_path / "plots")
@@ -97,15 +101,18 @@ def test_plot_data_never_runs_as_script_in_the_page(workspace, browser, tmp_path
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     try:
         page.goto(f"{url}/index.html")
-        page.wait_for_function("document.querySelectorAll('svg.marks').length >= 1", timeout=20000)
-        page.wait_for_timeout(500)
-        title, text = page.title(), page.inner_text("body")
+        page.wait_for_function("document.querySelectorAll('svg.marks').length >= 2", timeout=20000)
+        page.wait_for_timeout(1000)  # time for a refresh to navigate away
+        where, title = page.url, page.title()
+        injected = page.evaluate("document.querySelectorAll('h1, meta[http-equiv=refresh]').length")
+        shown = page.evaluate("[...document.querySelectorAll('svg text')].map(t => t.textContent).join('\\n')")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "dvc-plots-hostile-data.png", full_page=True)
     finally:
         stop()
-    assert title == "DVC plots" and dialogs == []
-    assert "could not be read as data" in text
+    assert where == f"{url}/index.html" and title == "DVC plots" and dialogs == []
+    assert injected == 0, "no element of the payload's is in the page"
+    assert "</script>" in shown, "the value is shown, as text, on the chart"
 
 
 @pytest.mark.parametrize("dataset, classes", [("wine", 3), ("breast_cancer", 2), ("digits", 10), ("synthetic", 3)])

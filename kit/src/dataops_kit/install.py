@@ -100,8 +100,7 @@ PLOTS_PAGE = """<!DOCTYPE html>
 <html>
 <head>
 <meta charset="utf-8">
-<!-- Only this page's own scripts may run: not the ones DVC writes with the
-     plot data inside, where a value containing </script> could break out. -->
+<!-- Only this page's own scripts may run, never one DVC writes with the plot data inside. -->
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src {hashes} 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:">
 <title>DVC plots</title>
 <!-- vega, vega-lite and vega-embed, inlined from .dvc/plots/vendor/ so the page
@@ -109,20 +108,25 @@ PLOTS_PAGE = """<!DOCTYPE html>
 {scripts}
 </head>
 <body>
-{{plot_divs}}
-</body>
-</html>
-"""
+<!-- What DVC writes (each plot's data, unescaped) comes last, inside <plaintext>:
+     the parser reads everything after it as text, to the end of the file, as no
+     end tag closes it. No value can end an element, start one, or navigate away. -->
+<plaintext hidden>{{plot_divs}}"""
 
 # DVC writes each plot as <div id="..."><script>var spec = {...}; vegaEmbed('#...', spec);</script></div>.
-# The page's policy blocks those scripts; this one reads each spec as JSON and draws it, so
-# nothing in the data is ever run as code. Drawn as SVG, whose text a reader can select.
+# This script reads that as text, takes each spec as JSON, and draws it with the
+# DOM's own methods, as SVG: nothing in the data is ever parsed as HTML or run.
 DRAW_PLOTS = """
 document.addEventListener("DOMContentLoaded", function () {
-  document.querySelectorAll("body > div[id]").forEach(function (div) {
-    var script = div.querySelector(":scope > script"), spec = null;
-    var found = script && /^\\s*var spec = ([\\s\\S]*);\\s*vegaEmbed\\('#[^']*', spec\\);\\s*$/.exec(script.textContent);
-    try { spec = found && JSON.parse(found[1]); } catch (error) { spec = null; }
+  var raw = document.querySelector("plaintext"), text = raw ? raw.textContent : "";
+  if (raw) { raw.remove(); }
+  text.split(/<div id\\s*=\\s*"/).slice(1).forEach(function (chunk) {
+    var begin = chunk.indexOf("var spec = "), end = -1, found, call = /;\\s*vegaEmbed\\(/g;
+    while ((found = call.exec(chunk))) { end = found.index; }  // the last call: a value may hold the words
+    var div = document.createElement("div"), spec = null;
+    document.body.appendChild(div);
+    try { spec = begin >= 0 && end > begin ? JSON.parse(chunk.slice(begin + 11, end)) : null; }
+    catch (error) { spec = null; }
     if (spec) { vegaEmbed(div, spec, {renderer: "svg", actions: false}); }
     else { div.textContent = "This plot's data could not be read as data, so it is not drawn."; }
   });
