@@ -4,6 +4,7 @@ naming the file, key or cell, and the printed recovery gives back one
 consistent version."""
 
 import json
+import re
 import os
 import subprocess
 import time
@@ -224,3 +225,20 @@ def test_an_old_commit_from_another_platform_is_left_as_it_was_found(workspace):
     assert "up to date" in run("dvc status", cwd=workspace).stdout
     for out in OUTS:
         assert md5(workspace / out) == locked_md5(workspace, out), out
+
+
+def test_a_failure_before_any_kernel_names_no_earlier_runs_notebook(workspace):
+    edit_cell(workspace, "02_process_data.ipynb", "train, test = ", "1 / 0\ntrain, test = ")
+    first = run("dvc repro", cwd=workspace, check=False)
+    assert "The executed notebook, as far as it ran: reports/failed/02_process_data.ipynb" in first.stdout
+    set_param(workspace, "process.test_size", 1.5)
+    second = run("dvc repro", cwd=workspace, check=False)
+    assert "✗ process_data: params.yaml: process.test_size" in second.stdout, second.stdout
+    assert "The executed notebook" not in second.stdout
+
+
+def test_a_long_silent_cell_says_it_still_runs_and_how_to_stop_it(workspace):
+    edit_cell(workspace, "02_process_data.ipynb", "train, test = ", "import time; time.sleep(3)\ntrain, test = ")
+    result = run("dataops-run notebooks/02_process_data.ipynb", cwd=workspace, env={"DATAOPS_QUIET_SECONDS": "1"})
+    assert re.search(r"process_data \[\d/\d\] still running after [123] s: .*Ctrl-C stops it", result.stdout), \
+        result.stdout

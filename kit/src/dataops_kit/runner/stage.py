@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from dataops_kit.runner.kernel import start as start_kernel
 from dataops_kit.runner.kernel import stop as stop_kernel
 from dataops_kit.runner.notebook import clean_md5, dumps, tidy_executed, trust
 
+QUIET_SECONDS = 20  # a cell silent this long gets a line saying it still runs
 RECOVERY = "The last commit's data and model, all of them: git checkout HEAD -- dvc.lock && dvc checkout --force"
 
 
@@ -186,11 +188,12 @@ def run(notebook: Path) -> int:
     try:
         return _execute(where, notebook, name, stage, written, executed, failed)
     except StageFailed as error:
-        if executed.exists():
+        ran = error.code != 2  # 2: stopped before any kernel started; reports/ holds no notebook of this run
+        if ran and executed.exists():
             failed.parent.mkdir(parents=True, exist_ok=True)
             executed.replace(failed)
         _say(f"✗ {name}: {error}")
-        if failed.exists():
+        if ran and failed.exists():
             _say(f"  The executed notebook, as far as it ran: {failed.relative_to(where.root)}")
         restored, removed = _restore_last_good(where.root, name)
         if restored:
@@ -227,13 +230,30 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     failed.unlink(missing_ok=True)
     titles = headlines(cells)
     code_cells = len(titles)
-    current = {"count": 0, "headline": ""}
+    current = {"count": 0, "headline": "", "since": time.monotonic()}
 
     def announce(cell, cell_index):
         if cell.cell_type == "code":
             current["count"] += 1
             current["headline"] = titles[current["count"] - 1] if current["count"] <= code_cells else ""
+            current["since"] = time.monotonic()
             _say(f"  {name} [{current['count']}/{code_cells}] {current['headline']}")
+
+    quiet = float(os.environ.get("DATAOPS_QUIET_SECONDS") or QUIET_SECONDS)
+    done = threading.Event()
+
+    def say_what_still_runs():
+        """A cell silent for `quiet` seconds gets a line, and another every `quiet` seconds after."""
+        said = (0, 0)  # (cell, times said)
+        while not done.wait(min(1.0, quiet)):
+            cell, running = current["count"], time.monotonic() - current["since"]
+            times = said[1] if said[0] == cell else 0
+            if cell and running >= quiet * (times + 1):
+                said = (cell, times + 1)
+                _say(f"  {name} [{cell}/{code_cells}] still running after {running:.0f} s: {current['headline']}. "
+                     f"Ctrl-C stops it; runner.cell_timeout in params.yaml ({timeout} s) stops it by itself")
+
+    threading.Thread(target=say_what_still_runs, daemon=True).start()
 
     def where_in_notebook():
         return f"cell [{current['count']}] ({current['headline']})"
@@ -273,6 +293,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     except OSError as error:
         raise StageFailed(f"could not read or write {error.filename or 'a file'}: {error.strerror or error}") from None
     finally:
+        done.set()
         if kernel is not None:
             stop_kernel(kernel)
 
