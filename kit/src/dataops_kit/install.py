@@ -20,6 +20,7 @@
 import base64
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -30,7 +31,9 @@ from dataops_kit.runner.kernel import KERNEL, PROVISIONER, same_bytes_env
 
 
 def _filter() -> str:
-    return f"'{sys.executable}' -m dataops_kit.runner.notebook clean"
+    # Quoted only where the path needs it: DVC's experiment copies parse .git/config
+    # with a reader that refuses a quoted value.
+    return f"{shlex.quote(sys.executable)} -m dataops_kit.runner.notebook clean"
 
 
 def _write_json(path: Path, data: dict) -> None:
