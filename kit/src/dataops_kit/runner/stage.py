@@ -34,7 +34,7 @@ from ruamel.yaml import YAMLError
 
 from dataops import STAGE, WorkspaceError, paths
 from dataops.params import parse, read
-from dataops_kit.facts import cache_dir, is_md5, stored
+from dataops_kit.facts import cache_dir, stored
 from dataops_kit.runner.kernel import KERNEL
 from dataops_kit.runner.kernel import start as start_kernel
 from dataops_kit.runner.kernel import stop as stop_kernel
@@ -151,14 +151,13 @@ def _restore_last_good(root: Path, name: str):
         checksum, target = str(out.get("md5", "")), root / out["path"]
         if _digest(target) == checksum:
             continue
-        cached = stored(cache_dir(root), checksum) if is_md5(checksum) else root / ".dvc" / "no such file"
         existed = target.exists()
         try:
             target.unlink(missing_ok=True)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(cached, target)
+            shutil.copyfile(stored(cache_dir(root), checksum), target)
             restored.append(out["path"])
-        except OSError:  # not in the cache, or no room to write it: never leave a partial copy
+        except (OSError, ValueError):  # no md5, not in the cache, or no room: never leave a partial copy
             target.unlink(missing_ok=True)
             if existed:
                 removed.append(out["path"])
