@@ -51,8 +51,9 @@ $(VENV)/.installed: requirements.txt $(KIT)
 	@# A uv cut short by Ctrl-C may be there but not run: install it again then.
 	$(BIN)/uv --version 2>/dev/null | grep -qE '^uv $(UV_VERSION)( |$$)' || \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --force-reinstall uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements.txt
-	$(if $(KIT),$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode --reinstall-package dataops-kit ./kit)
+	@# Scripts name the venv's real path: a workspace sharing it may go away.
+	$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode -r requirements.txt
+	$(if $(KIT),$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode --reinstall-package dataops-kit ./kit)
 	PYTHONPATH=src $(BIN)/python -m dataops_kit.install
 	touch $@
 

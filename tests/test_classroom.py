@@ -108,7 +108,7 @@ def test_a_store_that_cannot_listen_says_so_at_once_and_leaves_nothing_running(t
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port, began = taken.getsockname()[1], time.monotonic()
-        with pytest.raises(classroom.CourseError, match="the store did not start; its log: "):
+        with pytest.raises(classroom.StoreError, match="the store did not start; its log: "):
             classroom.serve(folder, port=port, say=print)
     assert time.monotonic() - began < 60
     # Three tries, each refused on that port (a fresh internal port can be refused too, on a busy machine).

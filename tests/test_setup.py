@@ -65,6 +65,10 @@ def test_make_in_a_workspace_sharing_the_venv_leaves_it_working_after_that_works
     assert subprocess.run([root / ".venv/bin/dvc", "version"], cwd=root, capture_output=True).returncode == 0
     kernel = json.loads((root / ".venv/share/jupyter/kernels/dataops/kernel.json").read_text())
     assert Path(kernel["argv"][0]).exists()
+    for script in (root / ".venv/bin").iterdir():  # the stages' dataops-run among them
+        first = script.read_bytes()[:200].split(b"\n")[0] if script.is_file() else b""
+        if first.startswith(b"#!/"):
+            assert Path(first[2:].split()[0].decode()).exists(), f"{script.name}: {first}"
 
 
 def test_a_copied_workspace_runs_its_own_code(made, tmp_path):

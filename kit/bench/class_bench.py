@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]  # the workspace (this file is kit/bench/)
 
 from dataops_kit.teach import classroom  # noqa: E402
-from dataops_kit.teach.course import md5, outputs, stored  # noqa: E402
+from dataops_kit.facts import free_port, md5, outputs, read_yaml, stored  # noqa: E402
 from dataops_kit.install import install_workspace  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -60,15 +60,13 @@ def clone(source, destination, class_dir):
 
 
 def outs(lock_text: str) -> dict:
-    import yaml
-
-    return outputs(yaml.safe_load(lock_text))
+    return outputs(read_yaml(lock_text))
 
 
 def simulate(students: int, folder: Path, fault: bool = False, workers: int = None, say=print,
              keep_running: bool = False, down_for: float = 1.0) -> dict:
     class_dir, figures = folder / "class", {"students": students, "fault": fault}
-    classroom.serve(class_dir, port=classroom._free_port("127.0.0.1"), say=say)
+    classroom.serve(class_dir, port=free_port("127.0.0.1"), say=say)
     try:
         # The instructor: this workspace's committed history, its reproduced data and model.
         instructor = folder / "instructor"
