@@ -1,8 +1,10 @@
 # The workspace's two commands:  `make` sets everything up and reproduces the
 # pipeline; `make test` runs every test. Needs only Python 3.11 to 3.13, git and
 # make. Another Python: make PYTHON=/path/to/python3.12
+# Resolved through its symlinks: a copied workspace's own .venv/bin first on
+# PATH names the interpreter it was made from, not a venv make may replace.
 ifeq ($(origin PYTHON),undefined)
-PYTHON := $(firstword $(foreach p,python3.11 python3.12 python3.13 python3,$(shell command -v $(p) 2>/dev/null)) python3)
+PYTHON := $(firstword $(foreach p,python3.11 python3.12 python3.13 python3,$(realpath $(shell command -v $(p) 2>/dev/null))) python3)
 endif
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
@@ -63,7 +65,7 @@ repro: setup ## Set up (once), then dvc repro: the pipeline, reproduced
 	@python -m dataops_kit.lockcheck
 
 # One pytest worker per core, up to four: the tests mostly wait on kernels,
-# DVC and git. Quick loop: make test ARGS='-m "not slow"'; one file or test:
+# DVC and git. The in-process layer alone: make test ARGS=tests/unit; one file or test:
 # make test ARGS="tests/unit -k params"
 ARGS ?=
 test: setup ## Run every test (pass pytest arguments with ARGS="...")

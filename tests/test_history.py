@@ -6,9 +6,11 @@ consistent version."""
 import json
 import re
 import os
+import shutil
 import subprocess
 import time
 
+import pytest
 import yaml
 
 from helpers import edit_cell, locked_md5, md5, run, set_param, workspace_env
@@ -34,24 +36,30 @@ def outputs_match_lock(root, lock_text=None):
     return {out: md5(root / out) == locked_md5(root, out, lock_text) for out in OUTS if (root / out).exists()}
 
 
-def save_during_process_data(workspace, save):
-    """Rerun process_data and call save() while its cell [2] runs (made 3 s slow,
-    and recorded in dvc.lock first, so the save always lands mid-run). Returns
-    the exit status and everything printed."""
-    edit_cell(workspace, "02_process_data.ipynb", "df.shape", "import time\ntime.sleep(3)\ndf.shape")
-    run("dvc repro", cwd=workspace)
+def rerun_process_data_saving_when(workspace, printed, save, wait=0.0):
+    """`dvc repro --force --single-item process_data`, calling save() once a line
+    starting with PRINTED appears (after WAIT seconds). Returns the exit status and everything printed."""
     process = subprocess.Popen("dvc repro --force --single-item process_data".split(), cwd=workspace,
                                env={**os.environ, **workspace_env(workspace)}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if "process_data [2/" in line:  # the parameters cell has read test_size
-            time.sleep(0.5)
+        if line.startswith(printed):
+            time.sleep(wait)
             save()
             break
     lines += process.stdout.readlines()
     return process.wait(), "".join(lines)
+
+
+def save_during_process_data(workspace, save):
+    """Rerun process_data and call save() while its cell [2] runs (made 3 s slow,
+    and recorded in dvc.lock first, so the save always lands mid-run)."""
+    edit_cell(workspace, "02_process_data.ipynb", "df.shape", "import time\ntime.sleep(3)\ndf.shape")
+    run("dvc repro", cwd=workspace)
+    # Once the parameters cell has read test_size.
+    return rerun_process_data_saving_when(workspace, "  process_data [2/", save, wait=0.5)
 
 
 def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace):
@@ -77,6 +85,85 @@ def test_a_parameter_saved_during_its_stage_is_never_recorded_as_what_ran(worksp
     assert "✗ process_data: params.yaml: process changed while the stage ran" in output
     assert all(outputs_match_lock(workspace).values())
     assert "process_data" in run("dvc status", cwd=workspace).stdout
+
+
+def _append(path, text):
+    with open(path, "a") as file:
+        file.write(text)
+
+
+AFTER_TICK = {
+    "the notebook": lambda ws: edit_cell(ws, "02_process_data.ipynb", 'test_size = params["test_size"]',
+                                         "test_size = 0.5"),
+    "params.yaml": lambda ws: set_param(ws, "process.test_size", 0.5),
+    "a helper module": lambda ws: _append(ws / "src/dataops/params.py", "\n# edited\n"),
+}
+
+
+@pytest.mark.parametrize("what", AFTER_TICK)
+def test_a_save_the_moment_a_stage_ends_is_never_recorded_as_what_ran(workspace, what):
+    """DVC hashes the sources about half a second after ✓: a save then must not be recorded as what ran."""
+    before = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["process_data"]
+    status, output = rerun_process_data_saving_when(workspace, "✓ process_data", lambda: AFTER_TICK[what](workspace))
+    after = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["process_data"]
+    if status == 0:  # DVC hashed before the save landed: then the lock records the old sources
+        assert after["deps"] == before["deps"] and after["params"] == before["params"], output
+    else:
+        assert "✗ process_data: ran, but DVC could not record it (" in output and "changed after the stage ran" in output
+        assert RECOVERY in output and "Traceback" not in output
+        assert after == before
+    assert all(outputs_match_lock(workspace).values()), output
+    assert "process_data" in run("dvc status", cwd=workspace).stdout
+
+
+@pytest.mark.parametrize("typo", ["notebooks/02_proces_data.ipynb", "dataops-rn notebooks/02_process_data.ipynb"],
+                         ids=["the notebook, in cmd and deps", "the command"])
+def test_a_typo_in_a_stage_loses_no_output(workspace, typo):
+    """DVC deletes a stage's outputs before its command runs: whatever the typo, they come back."""
+    pipeline = workspace / "dvc.yaml"
+    old = typo.replace("proces_", "process_").replace("dataops-rn", "dataops-run")
+    pipeline.write_text(pipeline.read_text().replace(old, typo))
+    result = run("dvc repro", cwd=workspace, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "✗ process_data: " in output and RECOVERY in output, output
+    assert "Traceback" not in output
+    assert all((workspace / out).exists() for out in OUTS), output
+    assert all(outputs_match_lock(workspace).values()), output
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 32 MB filesystem of its own (tmpfs), so a test can fill it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("needs to mount a tmpfs (root, as in CI)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_disk_after_a_stage_ends_puts_back_one_version_and_says_how(reproduced, small_disk):
+    """The disk fills the moment process_data ends: DVC cannot store the new outputs. The old ones
+    come back, dvc.lock is as it was, and the recovery line is printed."""
+    workspace = small_disk / "ws"
+    shutil.copytree(reproduced, workspace, symlinks=True)
+    lock = (workspace / "dvc.lock").read_bytes()
+    set_param(workspace, "process.test_size", 0.3)
+    pipeline = workspace / "dvc.yaml"
+    cmd = "dataops-run notebooks/02_process_data.ipynb"
+    pipeline.write_text(pipeline.read_text().replace(cmd, f"{cmd} && (head -c 64M /dev/zero > ../filler || true)"))
+    result = run("dvc repro process_data", cwd=workspace, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "✓ process_data" in output and "✗ process_data: ran, but DVC could not record it (" in output
+    assert RECOVERY in output and "Traceback" not in output
+    assert (workspace / "dvc.lock").read_bytes() == lock
+    assert all(outputs_match_lock(workspace).values()), output
+    (small_disk / "filler").unlink()
+    run("git checkout -- dvc.yaml params.yaml", cwd=workspace)
+    assert "up to date" in run("dvc status", cwd=workspace).stdout
 
 
 def test_a_failure_in_the_last_stage_recovers_one_consistent_version(workspace):

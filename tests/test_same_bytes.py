@@ -17,8 +17,6 @@ import pytest
 import yaml
 
 from helpers import REPO, md5, new_machine_env
-from dataops_kit.runner.kernel import same_bytes_env
-from dataops_kit.lockcheck import verdict
 
 
 def _cpu_has(flag):
@@ -92,44 +90,3 @@ def test_fresh_clone_make_reproduces_the_committed_lock_on_every_machine(machine
         for out in stage["outs"]:
             assert md5(root / out["path"]) == out["md5"], f"{out['path']} differs on {machine}"
     assert "Data and pipelines are up to date." in sh("make").stdout
-
-
-def test_the_kernel_pins_what_changed_the_bytes():
-    env = same_bytes_env("x86_64", "Linux")
-    assert env["OPENBLAS_CORETYPE"] == "Nehalem" and env["OPENBLAS_NUM_THREADS"] == "1"
-    assert "-FMA," in env["GLIBC_TUNABLES"] and "-AVX2," in env["GLIBC_TUNABLES"]
-    assert "GLIBC_TUNABLES" not in same_bytes_env("AMD64", "Windows")
-    assert same_bytes_env("arm64", "Darwin") == {}
-    # arm64 Linux: generic ARMV8 kernels, one thread gave one md5 on every profile measured.
-    assert same_bytes_env("aarch64", "Linux") == {"OPENBLAS_CORETYPE": "ARMV8", "OPENBLAS_NUM_THREADS": "1"}
-
-
-LOCK = yaml.safe_load((REPO / "dvc.lock").read_text())
-
-
-def _with(lock, path, md5_value=None, param=None):
-    changed = yaml.safe_load(yaml.safe_dump(lock))
-    for stage in changed["stages"].values():
-        for entry in stage.get("outs", []) + stage.get("deps", []):
-            if entry["path"] == path and md5_value:
-                entry["md5"] = md5_value
-        if param and "params" in stage:
-            stage["params"]["params.yaml"][param] = "changed"
-    return changed
-
-
-def test_make_says_when_the_lock_matches_the_commit():
-    assert verdict(LOCK, LOCK).startswith("✓")
-
-
-def test_make_says_what_to_commit_when_this_machine_rounds_differently():
-    elsewhere = _with(LOCK, "models/model.skops", "0" * 32)
-    line = verdict(LOCK, elsewhere)
-    assert "other bytes than the commit for models/model.skops" in line
-    assert "git commit -m 'Reproduce on my machine' dvc.lock" in line
-    assert "\n" not in line
-
-
-def test_make_says_the_lock_records_a_students_own_change():
-    mine = _with(_with(LOCK, "models/model.skops", "0" * 32), None, param="process.test_size")
-    assert "records your changes" in verdict(LOCK, mine)

@@ -100,3 +100,21 @@ def test_a_moved_workspace_gets_a_venv_of_its_own(made, tmp_path):
         assert "Data and pipelines are up to date." in make(moved).stdout
     finally:
         shutil.move(moved, root)
+
+
+def test_make_in_a_copy_with_its_own_venv_first_on_path_gets_a_venv_of_its_own(made, tmp_path):
+    """After `cp -a` and `source .venv/bin/activate` in the copy, `make` replaces that venv (it names
+    the original), so it must not run the Python inside it."""
+    root, _ = made
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(root), str(copy)], check=True)
+    env = new_machine_env()
+    env["PATH"] = f"{copy / '.venv/bin'}{os.pathsep}{env['PATH']}"
+    result = make(copy, "setup", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Making .venv for {copy}" in result.stdout
+    assert (copy / ".venv/.made-in").read_text().strip() == str(copy)
+    unactivated = new_machine_env()  # the venv's dvc, typed by its path, nothing activated
+    result = subprocess.run([copy / ".venv/bin/dvc", "repro", "--force", "--single-item", "process_data"], cwd=copy,
+                            env=unactivated, capture_output=True, text=True)
+    assert result.returncode == 0 and "✓ process_data" in result.stdout, result.stdout + result.stderr

@@ -45,9 +45,10 @@ def read_dataset(path: Path) -> pd.DataFrame:
             raise WorkspaceError(f"{name}: column '{column}' has {gaps} missing value(s), "
                                  f"first in row {int(df[column].isna().idxmax()) + 2}")
     labels = df[LABEL]
-    if (labels < 0).any() or (labels % 1 != 0).any():
-        raise WorkspaceError(f"{name}: column '{LABEL}' must hold class numbers 0, 1, 2, ...; "
-                             f"found {sorted(labels.unique().tolist())[:5]}")
+    found = sorted(labels.unique().tolist())
+    if (labels < 0).any() or (labels % 1 != 0).any() or found != list(range(len(found))):
+        raise WorkspaceError(f"{name}: column '{LABEL}' must hold class numbers 0, 1, 2, ... with none missing; "
+                             f"found {found[:5]}{' ...' if len(found) > 5 else ''}")
     return df
 
 

@@ -86,45 +86,81 @@ def save_model(model, path: Path) -> None:
             target.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), data)
 
 
-def _tree_problem(tree, n_features: int):
-    """Why this tree could make compiled code read out of bounds, or None.
+def _tree_problem(tree, n_features: int, n_classes: int):
+    """Why this tree could make compiled code read out of bounds, or give
+    another answer than the one it was trained to, or None.
 
     scikit-learn's predict walks from node 0 to a leaf through the child
-    indices, reading the feature each node names: every child must be a later
-    node (so every walk ends), leaves have no children, and every feature a
-    split reads must exist."""
+    indices, reading the feature each node names and then the leaf's class
+    counts: every child must be a later node (so every walk ends), leaves have
+    no children, every feature a split reads must exist, and the counts must
+    have one column per class of the model."""
     import numpy as np
 
     n = tree.node_count
     left, right, feature = tree.children_left, tree.children_right, tree.feature
-    if not (len(left) == len(right) == len(feature) == tree.value.shape[0] == n):
+    if not (len(left) == len(right) == len(feature) == len(tree.n_node_samples) == tree.value.shape[0] == n):
         return "its node arrays disagree in length"
+    if tree.n_outputs != 1 or list(tree.n_classes) != [n_classes] or tree.value.shape[1:] != (1, n_classes):
+        return f"its class counts do not have one column per class (the model has {n_classes})"
     split, ids = left != -1, np.arange(n)
     if np.any((right != -1) != split):
         return "a node has one child"
     for child in (left[split], right[split]):
         if np.any(child <= ids[split]) or np.any(child >= n):
             return "a child index points outside the tree"
-    if np.any(feature[split] < 0) or np.any(feature[split] >= n_features):
+    if np.any(feature[split] < 0) or np.any(feature[split] >= n_features) or np.any(feature[~split] != -2):
         return f"a split reads a feature that does not exist (the model has {n_features})"
+    samples = tree.n_node_samples
+    if np.any(samples < 1) or np.any(samples[left[split]] + samples[right[split]] != samples[split]):
+        return "its sample counts do not add up"
+    if np.any(tree.missing_go_to_left > 1):
+        return "a node sends missing values neither left nor right"
     return None
 
 
 def _svc_problem(model):
     """Why libsvm's predict could read out of bounds with this SVC, or None."""
+    import numpy as np
+
+    from dataops.params import SCHEMA
+
+    kernels = SCHEMA["train"]["svc"]["kernel"].options
+    if model.kernel not in kernels:  # "precomputed" reads the input by support_ index
+        return f"its kernel {model.kernel!r} is none of {', '.join(kernels)}"
     vectors, counts, classes = model.support_vectors_, model._n_support, len(model.classes_)
     pairs = classes * (classes - 1) // 2
-    if (len(counts) != classes or counts.sum() != len(vectors) or vectors.shape[1:] != (model.n_features_in_,)
+    if (len(counts) != classes or np.any(counts < 1) or counts.sum() != len(vectors)
+            or vectors.shape[1:] != (model.n_features_in_,) or len(model.support_) != len(vectors)
             or model._dual_coef_.shape != (classes - 1, len(vectors)) or len(model._intercept_) != pairs):
         return "its support vectors, coefficients and classes disagree in size"
+    rows = model.shape_fit_[0]
+    if np.any(model.support_ < 0) or np.any(model.support_ >= rows):
+        return f"a support vector index points outside the {rows} training rows"
     return None
 
 
 def _check_structure(model):
-    """Check what compiled code will trust, before predict() runs it."""
-    trees = [model.tree_] if hasattr(model, "tree_") else []
-    trees += [estimator.tree_ for estimator in getattr(model, "estimators_", []) if hasattr(estimator, "tree_")]
-    problems = [_tree_problem(tree, model.n_features_in_) for tree in trees]
+    """Check every number compiled code or the answer depends on, before
+    predict() runs: the classes are 0, 1, 2, ... (as read_dataset requires of
+    the labels), iteration counts are within the model's limit, and each tree
+    or SVC is whole. Returns what is wrong, or None."""
+    import numpy as np
+
+    classes = model.classes_
+    if classes.dtype.kind not in "iu" or not np.array_equal(classes, np.arange(len(classes))) or len(classes) < 2:
+        return "its classes are not 0, 1, 2, ..."
+    n_iter = np.atleast_1d(getattr(model, "n_iter_", 0))
+    limit = getattr(model, "max_iter", -1)
+    if limit <= 0 and hasattr(model, "support_vectors_"):  # libsvm's own cap on an unlimited run (svm.cpp)
+        limit = max(10_000_000, 100 * int(model.shape_fit_[0]))
+    if np.any(n_iter < 0) or (limit > 0 and np.any(n_iter > limit)):
+        return f"its iteration count is outside 0 to {limit if limit > 0 else 'any'}"
+    estimators = [model] if hasattr(model, "tree_") else []
+    estimators += [e for e in getattr(model, "estimators_", []) if hasattr(e, "tree_")]
+    problems = [_tree_problem(e.tree_, model.n_features_in_, len(classes)) for e in estimators]
+    problems += ["a tree's class count disagrees with the model's" for e in estimators
+                 if e.n_classes_ != len(classes)]
     if hasattr(model, "support_vectors_"):
         problems.append(_svc_problem(model))
     return next((problem for problem in problems if problem), None)
@@ -142,7 +178,14 @@ def load_model(path: Path):
         raise WorkspaceError(f"{path} is not a skops file (a pickle, or a damaged download?): refused to load it") from None
     except skops_io.exceptions.UntrustedTypesFoundException as error:
         raise WorkspaceError(f"{path} contains types that are not trusted, refused to load it: {error}") from None
-    problem = _check_structure(model)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, MemoryError) as error:
+        # scikit-learn's own checks while rebuilding (a tree whose arrays do not fit, ...)
+        raise WorkspaceError(f"{path} is damaged or crafted ({type(error).__name__}: {error}): refused to use it. "
+                             f"`dvc repro` trains a model again") from None
+    try:
+        problem = _check_structure(model)
+    except (AttributeError, TypeError, ValueError, IndexError) as error:  # a trusted type holding the wrong things
+        problem = f"{type(error).__name__}: {error}"
     if problem:
         raise WorkspaceError(f"{path} is damaged or crafted ({problem}): refused to use it. "
                              f"`dvc repro` trains a model again")

@@ -59,14 +59,15 @@ def install_kernel(prefix: Path) -> None:
 DVC_COMMAND = """#!{python}
 # Written by `make` (dataops_kit.install) over the dvc command pip installs: the
 # same DVC, counting each stage notebook by its clean form (dataops_kit.runner.dvchash),
-# with this venv first on PATH for the stages' commands, activated or not.
+# recording only what a stage's kernel ran (dataops_kit.runner.dvclock), with this venv first on PATH for the stages' commands, activated or not.
 import os
 import sys
 
 os.environ["PATH"] = os.pathsep.join([{bin!r}, os.environ.get("PATH", "")])
-from dataops_kit.runner.dvchash import install
+from dataops_kit.runner import dvchash, dvclock
 
-install()
+dvchash.install()
+dvclock.install()
 from dvc.cli import main
 
 sys.exit(main())

@@ -8,8 +8,8 @@ starts kernels exactly as jupyter_client's ``LocalProvisioner`` does.
 
 Under `dvc repro` it adds the preloaded kernel. Most of a stage's time is
 imports (scipy, scikit-learn, pandas, numpy, IPython: about 1.5 s a kernel).
-The first stage that feeds another starts, beside its own kernel, one process
-(the zygote) that imports them once; each later stage's kernel is a fork of
+The first stage that feeds another starts one process (the zygote) that
+imports them once; its own kernel and each later stage's kernel are forks of
 it. The zygote is tied to the `dvc` command: it exits when that ends.
 
 * It listens on an abstract Unix socket (Linux): no file, so no folder to
@@ -106,7 +106,7 @@ def start(name, cwd, later_stages=False):
     from jupyter_core.utils import run_sync
 
     if os.environ.get("DATAOPS_STOCK_KERNEL") != "1":
-        owner = _dvc_process()
+        owner = dvc_process()
         os.environ[ZYGOTE] = f"{owner}:{int(later_stages)}" if owner else ""
     kernel = AsyncKernelManager(kernel_name=name, client_class="dataops_kit.runner.kernel.ReadyClient")
     # As papermill's own start: no IPython history database for a headless run.
@@ -146,7 +146,7 @@ def _peer(connection) -> tuple:
     return pid, uid
 
 
-def _dvc_process():
+def dvc_process():
     """The pid of the `dvc` command that runs this stage (this process's parent,
     past a shell), or None when no dvc started it (a stage run by hand)."""
     pid = os.getppid()
@@ -261,21 +261,36 @@ class PreloadedProvisioner(LocalProvisioner):
 
 
 
-def _request_kernel(address, owner, spawn, cmd, env, cwd):
-    """A ForkedKernel the zygote forked for this process, or None (then a stock
-    kernel starts, and a zygote is started for later stages if `spawn`)."""
+def _connect(address):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         server.connect(address)
+        return server
     except OSError:
         server.close()
-        if spawn:
-            import subprocess
-
-            subprocess.Popen([sys.executable, "-m", "dataops_kit.runner.kernel", owner, address[1:].decode()],
-                             env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
         return None
+
+
+def _request_kernel(address, owner, spawn, cmd, env, cwd):
+    """A ForkedKernel the zygote forked for this process (started first if `spawn`
+    and none listens), or None: then a stock kernel starts."""
+    server = _connect(address)
+    if server is None:
+        if not spawn:
+            return None
+        import subprocess
+
+        # This stage's kernel is a fork too: one process imports the libraries, not two at once
+        # (a stock kernel beside the zygote doubled the pipeline's peak memory, for no time saved).
+        subprocess.Popen([sys.executable, "-m", "dataops_kit.runner.kernel", owner, address[1:].decode()],
+                         env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while server is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            server = _connect(address)
+        if server is None:
+            return None
     with server:
         if _peer(server)[1] != os.getuid():
             return None  # someone else holds the name: never hand them a kernel's keys
@@ -307,6 +322,10 @@ def zygote(owner: int, name: str):
     _watch_while_importing(dvc)
     if threading.active_count() > 1:
         return  # an import started a thread: a fork could deadlock (clients then start stock kernels)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # a fork's collector leaves the imported objects' pages alone: shared, not copied
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # kernels are reaped as they end
     while True:
         if server not in select.select([server, dvc], [], [], 600)[0]:
@@ -383,6 +402,8 @@ def _import_libraries():
                    "sklearn.ensemble", "sklearn.linear_model", "sklearn.metrics", "sklearn.model_selection",
                    "sklearn.svm", PRELOADED):
         importlib.import_module(module)  # not pyplot: it sets itself up for the kernel's IPython on import
+    # pandas picks this when imported: 20 inside a kernel, 0 (fit the terminal) outside one, as here.
+    sys.modules["pandas"].set_option("display.max_columns", 20)
 
 
 def _become_kernel(fds, request, runner):

@@ -13,12 +13,17 @@ new version next to outputs of the old one), and after any failure the
 stage's last good outputs, as dvc.lock records them, are put back from DVC's
 cache. The executed notebook of a failed run goes to reports/failed/, where
 the failing cell is marked and where ``dvc checkout`` will not overwrite it.
+Under ``dvc``, a run that ends well leaves a record of the sources it ran
+(``ran_record``): the workspace's dvc command checks them once DVC has hashed
+them, which closes the window between ✓ and the lock write
+(dataops_kit.runner.dvclock).
 
 Students rerun stages all lesson long, so the runner also starts the kernel
 itself, to boot while papermill is imported, and stops it as soon as the last
 cell is done (``make bench`` measures the gain).
 """
 
+import errno
 import hashlib
 import json
 import logging
@@ -35,7 +40,7 @@ from ruamel.yaml import YAMLError
 from dataops import STAGE, WorkspaceError, paths
 from dataops.params import parse, read
 from dataops_kit.facts import cache_dir, stored
-from dataops_kit.runner.kernel import KERNEL
+from dataops_kit.runner.kernel import KERNEL, dvc_process
 from dataops_kit.runner.kernel import start as start_kernel
 from dataops_kit.runner.kernel import stop as stop_kernel
 from dataops_kit.runner.notebook import clean_md5, dumps, tidy_executed, trust
@@ -50,6 +55,13 @@ class StageFailed(Exception):
     def __init__(self, message, code=1):
         super().__init__(message)
         self.code = code
+
+
+def _os_error(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"the disk is full{where}: free some space (dvc gc -w removes unused cache), then dvc repro"
+    return f"could not read or write {error.filename or 'a file'}: {error.strerror or error}"
 
 
 def _say(text):
@@ -137,7 +149,18 @@ def _changed(root: Path, stage: dict, written: set, before: dict) -> list:
     return [name for name in before if after.get(name) != before[name]]
 
 
-def _restore_last_good(root: Path, name: str):
+def ran_record(root: Path, name: str) -> Path:
+    """Where a run under `dvc` records the sources it ran, for the dvc command to check."""
+    return root / ".dvc" / "tmp" / "dataops-ran" / f"{name}.json"
+
+
+def changed_since(root: Path, notebook: Path, before: dict) -> list:
+    """The sources of NOTEBOOK's stage (its notebook, helpers, params) that differ from BEFORE."""
+    _, stage, written = _stage(root, notebook)
+    return _changed(root, stage, written, before)
+
+
+def restore_last_good(root: Path, name: str):
     """Put the stage's outputs back as dvc.lock records them, from DVC's cache
     (DVC deleted them before the run). An output that cannot be put back (not
     in the cache, a full disk) is removed rather than left wrong or
@@ -194,7 +217,7 @@ def run(notebook: Path) -> int:
         _say(f"✗ {name}: {error}")
         if ran and failed.exists():
             _say(f"  The executed notebook, as far as it ran: {failed.relative_to(where.root)}")
-        restored, removed = _restore_last_good(where.root, name)
+        restored, removed = restore_last_good(where.root, name)
         if restored:
             _say(f"  Put back this stage's last good outputs, as dvc.lock records them: {', '.join(restored)}")
         if removed:
@@ -217,6 +240,8 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
         raise StageFailed(f"{notebook} is not a notebook (invalid JSON: {error}); "
                           f"git checkout {notebook} restores the committed one", code=2) from None
     before = _sources(where.root, stage, written, params)
+    record = ran_record(where.root, name)
+    record.unlink(missing_ok=True)
     kernel_name = (source.get("metadata", {}).get("kernelspec") or {}).get("name") or KERNEL
     timeout = params["runner"]["cell_timeout"]
 
@@ -290,7 +315,7 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     except KeyboardInterrupt:
         raise StageFailed(f"interrupted in {where_in_notebook()}; `dvc repro` runs the stage again", code=130) from None
     except OSError as error:
-        raise StageFailed(f"could not read or write {error.filename or 'a file'}: {error.strerror or error}") from None
+        raise StageFailed(_os_error(error)) from None
     finally:
         done.set()
         if kernel is not None:
@@ -303,6 +328,14 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     report = tidy_executed(json.loads(executed.read_text()))
     executed.write_text(dumps(report))
     trust(report)
+    dvc = dvc_process()
+    if dvc:
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"dvc": dvc, "notebook": notebook.as_posix(), "sources": before}))
+        except OSError as error:
+            record.unlink(missing_ok=True)
+            raise StageFailed(_os_error(error)) from None
     _say(f"✓ {name} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+import yaml
 
 from dataops import WorkspaceError
 from dataops.params import parse, problems, read
@@ -93,3 +94,37 @@ def test_a_misspelt_key_is_named_once_with_the_right_spelling():
     renamed = copy.deepcopy(GOOD)
     renamed["procces"] = renamed.pop("process")
     assert problems(renamed) == ["procces: unknown section (did you mean process?); allowed: data, process, train, runner"]
+
+
+CASES = [
+    ("process.test_size", "1.5", "process.test_size = 1.5: must be a number between 0 and 1 (exclusive)"),
+    ("process.test_size", '"abc"', "process.test_size = 'abc': must be a number between 0 and 1"),
+    ("process.test_size", "true", "process.test_size = True: must be a number"),
+    ("train.logistic_regression.max_iter", "-1", "train.logistic_regression.max_iter = -1: must be a whole number >= 1"),
+    ("train.logistic_regression.max_iter", "2.5", "train.logistic_regression.max_iter = 2.5: must be a whole number"),
+    ("train.model", "xgboost", "train.model = 'xgboost': must be one of logistic_regression, random_forest, svc"),
+    ("data.dataset", "mnist", "data.dataset = 'mnist': must be one of iris, wine, breast_cancer, digits, synthetic"),
+    ("process.random_state", '"a b; touch INJECTED"', "process.random_state = 'a b; touch INJECTED'"),
+    ("process.random_state", '"$(touch INJECTED)"', "process.random_state = '$(touch INJECTED)'"),
+    ("train.svc.kernel", '"rbf`touch INJECTED`"', "train.svc.kernel = 'rbf`touch INJECTED`': must be one of"),
+    ("data.dataset", '"iris\\n touch INJECTED"', "data.dataset = 'iris\\n touch INJECTED': must be one of"),
+]
+
+
+def _params_with(key, value):
+    """The defaults with KEY set to VALUE, as YAML text reads."""
+    return with_value(key, yaml.safe_load(value))
+
+
+@pytest.mark.parametrize("key, value, message", CASES, ids=[f"{k}={v}" for k, v in [c[:2] for c in CASES]])
+def test_bad_parameter_is_named_in_one_line(key, value, message):
+    """The message of each case, checked in process; the runner prints exactly these lines."""
+    found = problems(_params_with(key, value))
+    assert len(found) == 1 and found[0].startswith(message), found
+
+
+def test_unknown_key_is_named_with_what_is_allowed():
+    params = _params_with("train.logistic_regression.max_iter", "300")
+    params["train"]["learning_rate"] = 0.1
+    assert problems(params) == ["train.learning_rate: unknown key; allowed: model, random_state, "
+                                "logistic_regression, random_forest, svc"]

@@ -1,0 +1,13 @@
+"""The numerics every kernel is pinned to, per platform (dataops_kit.runner.kernel)."""
+
+from dataops_kit.runner.kernel import same_bytes_env
+
+
+def test_the_kernel_pins_what_changed_the_bytes():
+    env = same_bytes_env("x86_64", "Linux")
+    assert env["OPENBLAS_CORETYPE"] == "Nehalem" and env["OPENBLAS_NUM_THREADS"] == "1"
+    assert "-FMA," in env["GLIBC_TUNABLES"] and "-AVX2," in env["GLIBC_TUNABLES"]
+    assert "GLIBC_TUNABLES" not in same_bytes_env("AMD64", "Windows")
+    assert same_bytes_env("arm64", "Darwin") == {}
+    # arm64 Linux: generic ARMV8 kernels, one thread gave one md5 on every profile measured.
+    assert same_bytes_env("aarch64", "Linux") == {"OPENBLAS_CORETYPE": "ARMV8", "OPENBLAS_NUM_THREADS": "1"}
