@@ -138,7 +138,7 @@ class-bench: class-deps ## A simulated class of STUDENTS pushing at once, then w
 
 ## Maintainer (docs/maintainers/)
 # Speed of the notebook pipeline against the same code as plain scripts.
-bench: setup ## Time the pipeline against plain scripts; writes kit/bench/results.json
+bench: setup ## Time the pipeline against scripts: kit/bench/results.json, docs/maintainers/bench-results.md
 	python kit/bench/bench.py
 
 # Pin every package for every supported Python (3.11 to 3.13, any OS) after

@@ -25,6 +25,8 @@ def test_every_lesson_page_says_what_to_type_what_to_expect_and_why():
         assert why and 2 <= len(re.findall(r"[.!?](?:\s|$)", why.group(1))) <= 3, lesson
         if lesson.number:
             assert f"`make catch-up LESSON={lesson.number}`" in lesson.text, lesson
+        # The student types the tag that catch-up and the exercises find (the build checks it is made).
+        assert parsed[-1][1].startswith(f"git tag -a {lesson.tag} -m "), lesson
     # `git tag` sorts by name: the names must sort in lesson order.
     assert sorted(lesson.tag for lesson in LESSONS) == [lesson.tag for lesson in LESSONS]
     # The lessons' index leads to every lesson, under its tag.
@@ -117,6 +119,8 @@ def test_catch_up_keeps_commits_changes_and_unsaved_outputs(course, tmp_path):
     assert "up to date" in run("dvc status", cwd=repo).stdout
     for out in ("data/raw/dataset.csv", "data/processed/train.csv"):
         assert md5(repo / out) == locked_md5(repo, out)
+    # Exactly lesson 3's start: no later lesson's outputs left behind (DVC's cache holds them).
+    assert not (repo / "models").exists() and not (repo / "reports/04_evaluate.ipynb").exists()
 
     # Forward again, to the end of the course: nothing of the student's is in the way now.
     again = run(f"make --no-print-directory catch-up LESSON={len(LESSONS)}", cwd=repo, env=env)
@@ -129,6 +133,40 @@ def test_catch_up_keeps_commits_changes_and_unsaved_outputs(course, tmp_path):
     for lesson, message in [(0, "lesson 0 starts from an empty folder"), (99, "this course has lessons 1 to")]:
         refused = run(f"make --no-print-directory catch-up LESSON={lesson}", cwd=repo, check=False)
         assert refused.returncode and message in refused.stderr and "Traceback" not in refused.stderr
+
+
+HOSTILE = {  # a state catch-up must refuse before it moves anything, and the line that names it
+    "a merge in progress, dvc.yaml in conflict": (
+        "git checkout -q -b theirs && echo '# theirs' >> dvc.yaml && git commit -qam theirs && "
+        "git checkout -q main && echo '# mine' >> dvc.yaml && git commit -qam mine && "
+        "! git merge -q theirs", "a merge is in progress"),
+    "params.yaml in conflict (a stash popped)": (
+        "sed -i 's/n_estimators: 100/n_estimators: 20/' params.yaml && git stash -q && "
+        "sed -i 's/n_estimators: 100/n_estimators: 30/' params.yaml && git commit -qam thirty && "
+        "! git stash pop -q", "params.yaml has merge conflicts"),
+    "an immutable model file": ("chattr +i models/model.skops", "models/model.skops cannot be replaced"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("state", HOSTILE)
+def test_catch_up_refuses_a_state_it_would_leave_mixed_and_moves_nothing(course, tmp_path, state):
+    _, folder = course
+    repo = student_clone(folder, tmp_path / "student")
+    env = {"GIT_AUTHOR_NAME": "Student", "GIT_AUTHOR_EMAIL": "s@example.invalid",
+           "GIT_COMMITTER_NAME": "Student", "GIT_COMMITTER_EMAIL": "s@example.invalid"}
+    make_state, message = HOSTILE[state]
+    if run(make_state, cwd=repo, env=env, check=False).returncode:
+        pytest.skip(f"cannot make this state here: {make_state}")
+    head, status = run("git rev-parse HEAD", cwd=repo).stdout, run("git status --porcelain", cwd=repo).stdout
+    try:
+        refused = run("make --no-print-directory catch-up LESSON=5", cwd=repo, env=env, check=False)
+    finally:
+        run("chattr -i models/model.skops", cwd=repo, check=False)
+    assert refused.returncode and message in refused.stderr and "Nothing was moved" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr and refused.stderr.count("✗ ") == 1
+    assert run("git rev-parse HEAD", cwd=repo).stdout == head
+    assert run("git status --porcelain", cwd=repo).stdout == status
 
 
 @pytest.mark.slow

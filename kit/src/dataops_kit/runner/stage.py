@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ from dataops_kit.facts import cache_dir, stored
 from dataops_kit.runner.kernel import KERNEL, dvc_process
 from dataops_kit.runner.kernel import start as start_kernel
 from dataops_kit.runner.kernel import stop as stop_kernel
-from dataops_kit.runner.notebook import clean_md5, dumps, tidy_executed, trust
+from dataops_kit.runner.notebook import clean_md5, dumps, strip, tidy_executed, trust
 
 QUIET_SECONDS = 20  # a cell silent this long gets a line saying it still runs
 RECOVERY = "The last commit's data and model, all of them: git checkout HEAD -- dvc.lock && dvc checkout --force"
@@ -55,6 +56,16 @@ class StageFailed(Exception):
     def __init__(self, message, code=1):
         super().__init__(message)
         self.code = code
+
+
+def _name_source(executed: Path, notebook: Path) -> None:
+    """Record in the executed notebook the notebook it ran (papermill recorded the clean copy's path)."""
+    try:
+        report = json.loads(executed.read_text())
+        report["metadata"]["papermill"]["input_path"] = notebook.as_posix()
+        executed.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
 
 
 def _os_error(error: OSError) -> str:
@@ -285,7 +296,10 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
     _say(f"▶ {name}: {notebook} → {executed.relative_to(where.root)}")
     started = time.perf_counter()
     kernel = None
+    scratch = Path(tempfile.mkdtemp(prefix="dataops-run-"))
+    clean = scratch / notebook.name
     try:
+        clean.write_text(dumps(strip(source)))
         kernel = start_kernel(kernel_name, cwd=where.root / notebook.parent, later_stages=stage.get("feeds", False))
         # The kernel boots (about 0.5 s) while papermill is imported (about 0.3 s).
         logging.getLogger("papermill").setLevel(logging.ERROR)
@@ -294,10 +308,10 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
 
         try:
             papermill.execute_notebook(
-                # Relative paths: papermill records them in the executed notebook.
-                os.path.relpath(where.root / notebook), os.path.relpath(executed),
-                cwd=str(where.root / notebook.parent), progress_bar=False, on_cell_start=announce, km=kernel, kernel_name=kernel_name,
-                execution_timeout=timeout,
+                # The clean form (what git stores and DVC counts), so that the report is the
+                # same from a fresh clone as from the editor's copy (cell ids, editor metadata).
+                str(clean), os.path.relpath(executed), cwd=str(where.root / notebook.parent), progress_bar=False,
+                on_cell_start=announce, km=kernel, kernel_name=kernel_name, execution_timeout=timeout,
             )
         except papermill.PapermillExecutionError as error:
             detail = error.evalue if error.ename == "WorkspaceError" else f"{error.ename}: {error.evalue}"
@@ -320,6 +334,8 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
         done.set()
         if kernel is not None:
             stop_kernel(kernel)
+        shutil.rmtree(scratch, ignore_errors=True)
+        _name_source(executed, notebook)
 
     changed = _changed(where.root, stage, written, before)
     if changed:

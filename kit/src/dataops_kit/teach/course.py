@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,8 +96,8 @@ def lessons(folder: Path = LESSONS) -> list:
 
 def _git(args, cwd, env=None, check=True) -> str:
     result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode:
-        raise CourseError(f"git {' '.join(args)}: {result.stderr.strip()}")
+    if check and result.returncode:  # git says some things ("needs merge") on stdout
+        raise CourseError(f"git {' '.join(args)}: {(result.stderr.strip() or result.stdout.strip())}")
     return result.stdout.strip()
 
 
@@ -109,21 +110,56 @@ def student_env(workspace: Path) -> dict:
     return env
 
 
-def run_lesson(lesson: Lesson, repo: Path, env: dict) -> None:
-    """Run a page's blocks in the course repository, check them, tag the result."""
+class Terminal:
+    """The student's one terminal: each block runs in bash where the last one
+    left off (its folder, its exported variables), as typed into one shell."""
+
+    def __init__(self, cwd: Path, env: dict, state: Path):
+        self.env, self.state = env, state
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "cwd").write_text(str(cwd))
+        (state / "env").write_text("")
+        (state / "save.sh").write_text(
+            f"pwd > '{state}/cwd'\n"
+            f"export -p | grep -v -e ' OLDPWD' -e ' PWD=' -e ' SHLVL=' > '{state}/env' || true\n")
+
+    @property
+    def cwd(self) -> Path:
+        return Path((self.state / "cwd").read_text().strip("\n"))
+
+    def run(self, commands: str) -> subprocess.CompletedProcess:
+        script = (f"cd \"$(cat '{self.state}/cwd')\" && . '{self.state}/env'\n"
+                  f"trap '. \"{self.state}/save.sh\"' EXIT\n{commands}\n")
+        return subprocess.run(["bash", "-eo", "pipefail", "-c", script], env=self.env, capture_output=True,
+                              text=True)
+
+
+def run_lesson(lesson: Lesson, repo: Path, terminal: Terminal) -> None:
+    """Run a page's blocks in the student's terminal, check them, and check that
+    the page ends where it started (the course repository), committed, with its tag."""
     for line, commands, expects in blocks(lesson.text):
-        result = subprocess.run(["bash", "-eo", "pipefail", "-c", commands], cwd=repo, env=env,
-                                capture_output=True, text=True)
+        result = terminal.run(commands)
         output = result.stdout + result.stderr
         missing = unmet(output, expects)
-        if result.returncode or missing:
-            why = f"exited {result.returncode}" if result.returncode else f"printed no {missing[0]!r}"
+        noise = [text for text in NOT_FOR_STUDENTS if text in output]
+        if result.returncode or missing or noise:
+            why = (f"exited {result.returncode}" if result.returncode else
+                   f"printed no {missing[0]!r}" if missing else f"printed {noise[0]!r}, which no page explains")
             raise CourseError(f"{lesson.path.relative_to(WORKSPACE)}:{line}: this block {why}\n"
                               f"$ {commands}\n{output}")
+    if terminal.cwd.resolve() != repo.resolve():
+        raise CourseError(f"{lesson.path.name} leaves the student in {terminal.cwd}: "
+                          f"it must end with a `cd` back to the course repository")
     left = _git(["status", "--porcelain"], repo)
     if left:
         raise CourseError(f"{lesson.path.name} left uncommitted changes:\n{left}")
-    _git(["tag", "-a", lesson.tag, "-m", lesson.title], repo, env)
+    if lesson.tag not in _git(["tag", "--list", lesson.tag], repo).split():
+        raise CourseError(f"{lesson.path.name} must end with the block that tags it: "
+                          f"git tag -a {lesson.tag} -m \"{lesson.title}\"")
+
+
+# What a page must never leave a student to wonder about.
+NOT_FOR_STUDENTS = ["Could not create .gitignore entry"]
 
 
 def build(folder: Path, workspace: Path = WORKSPACE, say=print) -> Path:
@@ -134,10 +170,15 @@ def build(folder: Path, workspace: Path = WORKSPACE, say=print) -> Path:
     repo.mkdir(parents=True)
     env, started = student_env(workspace), time.perf_counter()
     say(f"Building the course in {repo}, from the lesson pages in {LESSONS.relative_to(WORKSPACE)}/")
-    for lesson in lessons():
-        begun = time.perf_counter()
-        run_lesson(lesson, repo, env)
-        say(f"  {lesson.tag:<34} {time.perf_counter() - begun:5.1f} s  {lesson.title}")
+    state = Path(tempfile.mkdtemp(prefix="dataops-terminal-"))
+    try:
+        terminal = Terminal(repo, env, state)
+        for lesson in lessons():
+            begun = time.perf_counter()
+            run_lesson(lesson, repo, terminal)
+            say(f"  {lesson.tag:<34} {time.perf_counter() - begun:5.1f} s  {lesson.title}")
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
     say(f"Built {len(lessons())} lessons in {time.perf_counter() - started:.0f} s. "
         f"`git tag` in {repo} lists them; `make catch-up LESSON=N` there goes to the start of lesson N.")
     return repo
@@ -168,21 +209,65 @@ def _unique(make_name, exists) -> str:
     return name
 
 
+def _outputs(spec) -> list:
+    """The output paths a dvc.yaml (as read) declares."""
+    stages = spec.get("stages") if isinstance(spec, dict) else None
+    found = []
+    for stage in (stages.values() if isinstance(stages, dict) else []):
+        for out in (stage.get("outs") or [] if isinstance(stage, dict) else []):
+            name = out if isinstance(out, str) else next(iter(out), None) if isinstance(out, dict) else None
+            if isinstance(name, str):
+                found.append(name)
+    return found
+
+
+IN_PROGRESS = {"MERGE_HEAD": ("a merge", "git merge --abort"), "rebase-merge": ("a rebase", "git rebase --abort"),
+               "rebase-apply": ("a rebase", "git rebase --abort"),
+               "CHERRY_PICK_HEAD": ("a cherry-pick", "git cherry-pick --abort"),
+               "REVERT_HEAD": ("a revert", "git revert --abort")}
+
+
+def _preflight(repo: Path, target: str) -> None:
+    """Refuse, before anything moves, what would leave a mix: git in the middle of
+    something, conflicted files, files catch-up must replace but cannot."""
+    git_dir = repo / _git(["rev-parse", "--git-dir"], repo)
+    for marker, (what, abort) in IN_PROGRESS.items():
+        if (git_dir / marker).exists():
+            raise CourseError(f"{what} is in progress: finish it (resolve, git add, git commit) or undo it "
+                              f"({abort}), then catch up. Nothing was moved")
+    conflicted = _git(["diff", "--name-only", "--diff-filter=U"], repo).split()
+    if conflicted:
+        raise CourseError(f"{conflicted[0]} has merge conflicts: resolve it (or git checkout HEAD -- "
+                          f"{conflicted[0]}), then catch up. Nothing was moved")
+    try:
+        spec = read_yaml(git_show(repo, target, "dvc.yaml") or "")
+    except (YAMLError, ValueError):
+        spec = {}
+    for name in dict.fromkeys(_outputs(_spec(repo)) + _outputs(spec)):
+        path = repo / name
+        folder = next((p for p in [path.parent, *path.parents] if p.exists()), repo)
+        if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK):
+            raise CourseError(f"{name} cannot be replaced (read-only, or immutable: lsattr {name}): "
+                              f"make it writable, then catch up. Nothing was moved")
+
+
+def _spec(repo: Path):
+    try:
+        return read_yaml((repo / "dvc.yaml").read_text()) if (repo / "dvc.yaml").exists() else {}
+    except (OSError, UnicodeDecodeError, YAMLError, ValueError) as error:
+        raise CourseError(f"dvc.yaml cannot be read ({type(error).__name__}): resolve it first "
+                          f"(git checkout dvc.yaml, or finish the merge). Nothing was moved") from None
+
+
 def _unsaved_outputs(repo: Path) -> list:
     """Tracked outputs on disk whose bytes are in no version DVC saved: a
     `dvc checkout` would refuse to overwrite them, and they exist nowhere else."""
     cache = Path(_dvc(["cache", "dir"], repo).stdout.strip())
-    try:
-        spec = read_yaml((repo / "dvc.yaml").read_text()) if (repo / "dvc.yaml").exists() else {}
-    except (OSError, UnicodeDecodeError, YAMLError, ValueError) as error:
-        raise CourseError(f"dvc.yaml cannot be read ({type(error).__name__}): resolve it first "
-                          f"(git checkout dvc.yaml, or finish the merge)") from None
     unsaved = []
-    for stage in (spec or {}).get("stages", {}).values():
-        for out in stage.get("outs", []):
-            path = repo / (out if isinstance(out, str) else next(iter(out)))
-            if path.is_file() and not stored(cache, md5(path)).exists():
-                unsaved.append(path.relative_to(repo))
+    for name in _outputs(_spec(repo)):
+        path = repo / name
+        if path.is_file() and not stored(cache, md5(path)).exists():
+            unsaved.append(path.relative_to(repo))
     return unsaved
 
 
@@ -200,6 +285,8 @@ def catch_up(number: int, repo: Path, say=print) -> None:
     target, stamp = known[number - 1], f"before-lesson-{number:02d}"
     kept = []
 
+    _preflight(repo, target)
+    outputs_now = _outputs(_spec(repo))
     unsaved = _unsaved_outputs(repo)  # before git moves anything
     if _git(["status", "--porcelain"], repo):
         message = f"catch-up to lesson {number}: uncommitted work"
@@ -234,6 +321,17 @@ def catch_up(number: int, repo: Path, say=print) -> None:
             _dvc(["pull", "--force"], repo)
         else:
             _dvc(["repro"], repo)
+    # Outputs of later lessons: saved above when DVC had not, so in DVC's cache
+    # or in saved-work/ now. The working tree holds exactly this lesson's.
+    later = [name for name in outputs_now if name not in _outputs(_spec(repo))]
+    for name in later:
+        path = repo / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        for folder in path.parents:
+            if folder == repo or not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
     status = _dvc(["status"], repo).stdout
     if "up to date" not in status and "no data or pipelines" not in status:
         raise CourseError(f"after checking out {target}, DVC says:\n{status}")

@@ -23,9 +23,11 @@ answer and the reference solution.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from dataops_kit.facts import (YAMLError, cache_dir, git_show, locked_metrics, md5, outputs, read_yaml,
@@ -34,6 +36,8 @@ from dataops_kit.teach.course import AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseEr
 
 DEFAULT_EXERCISES = WORKSPACE.parent / "dataops-exercises"
 MARKER = "dataops-exercise.json"  # in .git/: invisible to git status
+RUNNER = re.compile(r"dataops-run notebooks/[\w.-]+\.ipynb")  # the one command a graded stage may have
+REPRO_SECONDS = 600
 CLASSMATE = {**AUTHOR, "GIT_AUTHOR_NAME": "Classmate", "GIT_COMMITTER_NAME": "Classmate",
              "GIT_AUTHOR_EMAIL": "classmate@example.invalid", "GIT_COMMITTER_EMAIL": "classmate@example.invalid"}
 
@@ -43,16 +47,37 @@ class Scene:
 
     def __init__(self, repo: Path, env: dict = None):
         self.repo, self.env = repo, env or student_env(WORKSPACE)
+        self._reproduced, self._clone, self._trusted_lock, self.grading = {}, None, None, False
 
-    def sh(self, commands: str, check=True, cwd=None, env=None) -> subprocess.CompletedProcess:
-        result = subprocess.run(["bash", "-eo", "pipefail", "-c", commands], cwd=cwd or self.repo,
-                                env={**self.env, **(env or {})}, capture_output=True, text=True)
+    def sh(self, commands: str, check=True, cwd=None, env=None, timeout=None) -> subprocess.CompletedProcess:
+        try:
+            result = subprocess.run(["bash", "-eo", "pipefail", "-c", commands], cwd=cwd or self.repo,
+                                    env={**self.env, **(env or {})}, capture_output=True, text=True,
+                                    timeout=timeout)
+        except (OSError, UnicodeDecodeError) as error:  # no such folder, output that is not text
+            result = subprocess.CompletedProcess(commands, 127, "", str(error))
         if check and result.returncode:
             raise CourseError(f"$ {commands}\n{result.stdout}{result.stderr}")
         return result
 
-    def git(self, args: str, check=True, cwd=None) -> str:
-        return self.sh(f"git {args}", check=check, cwd=cwd).stdout.strip()
+    def git(self, args: str, check=None, cwd=None) -> str:
+        """git's output; a failure raises while setting up, and is empty output while grading."""
+        return self.sh(f"git {args}", check=not self.grading if check is None else check, cwd=cwd).stdout.strip()
+
+    def text(self, path: Path) -> str:
+        """A file's text, or "" where there is none to read (deleted, a folder, a loop, not UTF-8)."""
+        try:
+            return Path(path).read_text()
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    @staticmethod
+    def digest(path: Path):
+        """A file's md5, or None where there is no file to read."""
+        try:
+            return md5(path) if Path(path).is_file() else None
+        except OSError:
+            return None
 
     def rev(self, name: str):
         return self.git(f"rev-parse -q --verify '{name}^{{commit}}'", check=False) or None
@@ -86,15 +111,18 @@ class Scene:
         return locked_metrics(self.repo, self.lock(rev))
 
     def dvc_clean(self, cwd=None) -> bool:
+        if not (Path(cwd or self.repo) / ".dvc").is_dir():
+            return False  # not a DVC project (and DVC would take a second to say so)
         return "up to date" in self.sh("dvc status", check=False, cwd=cwd).stdout
 
     def git_clean(self, cwd=None) -> bool:
-        return self.git("status --porcelain", cwd=cwd) == ""
+        status = self.sh("git status --porcelain", check=False, cwd=cwd)
+        return status.returncode == 0 and status.stdout.strip() == ""
 
     def on_disk(self, rev: str = None, root: Path = None) -> bool:
         """Every output of REV's dvc.lock (the working tree's by default) on disk, byte for byte."""
         root = root or self.repo
-        return all((root / path).is_file() and md5(root / path) == digest
+        return all(self.digest(root / path) == digest
                    for path, digest in self.outs(self.lock(rev)).items())
 
     def history(self, ref: str = "main") -> list:
@@ -103,6 +131,86 @@ class Scene:
     def start(self) -> str:
         """The commit the scene was set up at (recorded by `start`)."""
         return json.loads((self.repo / ".git" / MARKER).read_text())["start"]
+
+    def reproduces(self, rev: str = None):
+        """Why REV (the working tree by default) does not reproduce, or None when it does.
+
+        As DVC proves things, and trusting nothing the student can write: a
+        fresh clone of the commit (for the working tree, its tracked and new
+        files copied over it) runs every stage anew, with an empty cache and no
+        run cache of the student's, and each output must have the bytes REV's
+        dvc.lock names. Every stage must be a notebook run by the workspace's
+        runner. Results are kept per commit for this check."""
+        key = rev or "working tree"
+        if key not in self._reproduced:
+            try:
+                self._reproduced[key] = self._reproduce(rev)
+            except (CourseError, OSError, subprocess.SubprocessError) as error:
+                self._reproduced[key] = f"it could not be reproduced: {str(error).splitlines()[0]}"
+        return self._reproduced[key]
+
+    def _reproduce(self, rev):
+        lock = self.lock(rev)
+        wanted = self.outs(lock)
+        if not wanted:
+            return "dvc.lock names no outputs: dvc repro writes it"
+        spec = self._yaml("dvc.yaml", rev)
+        stages = spec.get("stages") if isinstance(spec.get("stages"), dict) else {}
+        if not stages:
+            return "dvc.yaml has no stages"
+        for name, stage in stages.items():
+            cmd = stage.get("cmd") if isinstance(stage, dict) else None
+            if not (isinstance(cmd, str) and RUNNER.fullmatch(cmd.strip())):
+                return (f"stage {name} runs {cmd!r}: every stage runs a notebook, "
+                        f"as `dataops-run notebooks/NAME.ipynb`")
+        if self._clone is None:
+            self._clone = Path(tempfile.mkdtemp(prefix="dataops-grade-")) / "repo"
+            self.git(f"clone -q --no-checkout {self.repo} {self._clone}", check=True, cwd=self.repo.parent)
+            self.git("fetch -q origin '+refs/exps/*:refs/exps/*' '+refs/heads/*:refs/remotes/origin/*'",
+                     cwd=self._clone, check=False)
+            (self._clone / ".venv").symlink_to(Path(sys.prefix))
+        clone, commit = self._clone, self.rev(rev or "HEAD")  # named in the student's repository, not the clone's
+        if not commit or self.sh(f"git checkout -q -f --detach {commit} && git clean -qfd -e .venv", check=False,
+                                 cwd=clone).returncode:
+            return f"{rev or 'HEAD'} cannot be checked out in a fresh clone"
+        from dataops_kit.install import install_git_filter
+
+        install_git_filter(clone)  # as make sets up a clone: notebooks count by their clean form
+        if rev is None:  # the working tree: what git tracks or would add, as the student has it now
+            files = self.git("ls-files -z --cached --others --exclude-standard").split("\0")
+            for name in filter(None, files):
+                source, target = self.repo / name, clone / name
+                target.unlink(missing_ok=True)
+                if source.is_file() and not source.is_symlink():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)
+        # Never the student's record of what ran: ours from the last reproduction here, or none (all runs).
+        (clone / "dvc.lock").unlink(missing_ok=True)
+        if self._trusted_lock is not None:
+            (clone / "dvc.lock").write_bytes(self._trusted_lock)
+        try:
+            ran = self.sh(f"dvc config --local cache.dir {clone / '.dvc' / 'cache'} && dvc repro -q --no-run-cache",
+                          check=False, cwd=clone, timeout=REPRO_SECONDS)
+        except subprocess.TimeoutExpired:
+            return f"a fresh run did not end within {REPRO_SECONDS} s"
+        if ran.returncode:
+            failed = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith(("✗", "ERROR"))]
+            return f"a fresh run fails: {(failed or ['dvc repro exited ' + str(ran.returncode)])[0]}"
+        self._trusted_lock = (clone / "dvc.lock").read_bytes()
+        for path, digest in wanted.items():
+            made = clone / path
+            if not made.is_file() or md5(made) != digest:
+                return (f"{path} is not what a fresh run makes: the recorded file was not made by the pipeline "
+                        f"(edited by hand, or recorded with dvc commit -f?)")
+        return None
+
+    def reproduced_metrics(self, rev: str = None) -> dict:
+        """reports/metrics.json of REV, only if REV reproduces."""
+        return self.metrics(rev) if self.reproduces(rev) is None else {}
+
+    def cleanup(self) -> None:
+        if self._clone is not None:
+            shutil.rmtree(self._clone.parent, ignore_errors=True)
 
 
 def edit_cell(notebook: Path, old: str, new: str) -> None:
@@ -114,6 +222,19 @@ def edit_cell(notebook: Path, old: str, new: str) -> None:
             notebook.write_text(json.dumps(nb, indent=1) + "\n")
             return
     raise CourseError(f"{old!r} is not in {notebook}")
+
+
+def dig(data, *keys):
+    """data[k1][k2]..., or None where any level is missing or not a mapping."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def accuracy(metrics: dict):
+    """The test accuracy a metrics file records, or None where it records no number."""
+    value = metrics.get("accuracy")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def criterion(ok, label: str, hint: str) -> tuple:
@@ -135,22 +256,24 @@ def exercise(number: int, slug: str, title: str, lesson: int = 8):
     return register
 
 
-@exercise(1, "worse-on-purpose", "Make the model worse on purpose, and prove it")
+@exercise(1, "worse-on-purpose", "Make the model worse on purpose, and see it")
 def _():
     def setup(s):
-        pass
+        s.sh("sed -i -e 's/^  model: .*/  model: logistic_regression/' params.yaml && dvc repro -q && "
+             "git commit -qam 'Back to logistic regression'")
 
     def check(s):
         start = s.start()
-        before, now = s.metrics(start).get("accuracy"), s.metrics().get("accuracy")
+        why = s.reproduces()
+        before, now = accuracy(s.metrics(start)), accuracy(s.reproduced_metrics())
         return [
             criterion(s.params() != s.params(start), "params.yaml sets another value than the last commit",
                       "change a knob in params.yaml (dvc params diff shows what you changed)"),
-            criterion(s.dvc_clean() and s.on_disk(), "the data, model and metrics are what the pipeline made "
-                      "with those parameters", "dvc status lists what is stale or edited by hand"),
+            criterion(why is None and s.dvc_clean(), "the data, model and metrics are what a fresh run of the "
+                      "pipeline makes with those parameters", f"{why or 'dvc status lists what is stale'}"),
             criterion(now is not None and before is not None and now <= before - 0.05,
                       "test accuracy fell by at least 0.05", "dvc metrics diff shows the change so far; "
-                      "which knobs limit what the model can learn?"),
+                      "which knob of the model in use limits what it can learn?"),
         ]
     return setup, check
 
@@ -164,22 +287,29 @@ def _():
     def check(s):
         start = s.start()
         refs = s.git("for-each-ref --format='%(refname)' refs/exps").split()
-        grid = [ref for ref in refs if ref.startswith(f"refs/exps/{start[:2]}/{start[2:]}/")]
-        scores = {ref: s.metrics(ref).get("accuracy", -1) for ref in grid}
+        grid, seen = [], [s.params(start)]
+        for ref in refs:  # an experiment: a commit on the start with parameters of its own that reproduces
+            if (ref.startswith(f"refs/exps/{start[:2]}/{start[2:]}/") and s.git(f"log -1 --format=%P {ref}",
+                    check=False) == start and s.params(ref) not in seen and s.reproduces(ref) is None):
+                grid.append(ref)
+                seen.append(s.params(ref))
+        scores = {ref: accuracy(s.metrics(ref)) or -1.0 for ref in grid}
         head = s.rev("HEAD")
         applied = [ref for ref in grid if s.params(ref) == s.params("HEAD")]
         best = max(scores.values(), default=None)
         return [
-            criterion(len(grid) >= 3, "at least 3 experiments on top of the starting commit",
+            criterion(len(grid) >= 3, "at least 3 experiments on top of the starting commit, each with "
+                      "parameters of its own, each reproducing its results",
                       "each dvc exp run -S ... is one experiment (a grid: --queue); dvc exp show lists them"),
             criterion(head != start and start in s.history("HEAD") and s.git_clean(),
                       "a new commit on main, nothing left uncommitted", "commit what you applied"),
             criterion(applied, "that commit's parameters are one experiment's",
                       "dvc exp apply puts an experiment's parameters and results in the workspace"),
-            criterion(applied and s.metrics("HEAD").get("accuracy") == best and best is not None,
+            criterion(applied and accuracy(s.metrics("HEAD")) == best and best is not None,
                       "it is the experiment with the best test accuracy", "compare them: dvc exp show"),
-            criterion(s.dvc_clean() and s.on_disk(), "the files on disk are the ones dvc.lock names",
-                      "dvc status says what does not match"),
+            criterion(s.reproduces("HEAD") is None and s.dvc_clean() and s.on_disk(),
+                      "the commit reproduces, and the files on disk are the ones its dvc.lock names",
+                      s.reproduces("HEAD") or "dvc status says what does not match"),
         ]
     return setup, check
 
@@ -195,7 +325,7 @@ def _():
         start, saved = s.start(), s.repo.parent / "previous-model.skops"
         wanted = s.outs(s.lock(f"{start}~1")).get("models/model.skops")
         theirs = s.outs(s.lock(start)).get("models/model.skops")
-        got = md5(saved) if saved.is_file() else None
+        got = s.digest(saved)
         return [
             criterion(got, "../previous-model.skops exists (beside the repository)", "save the model there"),
             criterion(got == wanted, "it is the model of the commit before the classmate's, byte for byte",
@@ -251,15 +381,16 @@ def _():
         failed = s.repo / "reports" / "failed" / "04_evaluate.ipynb"
         committed = s.show("HEAD", "notebooks/04_evaluate.ipynb") or ""
         return [
-            criterion(failed.is_file() and "ValueError" in failed.read_text(),
+            criterion("ValueError" in s.text(failed),
                       "the failed run's notebook, with its error, is still in reports/failed/",
                       "the runner keeps it there until a run of that stage succeeds: what deleted it?"),
-            criterion(BUG[1] not in (s.repo / "notebooks/04_evaluate.ipynb").read_text() and BUG[1] not in committed,
+            criterion(s.text(s.repo / "notebooks/04_evaluate.ipynb") and BUG[1] not in s.text(
+                s.repo / "notebooks/04_evaluate.ipynb") and BUG[1] not in committed,
                       "notebooks/04_evaluate.ipynb is the last good version", "git can put a file back as a "
                       "commit had it"),
-            criterion(s.dvc_clean() and s.on_disk() and s.git_clean(),
+            criterion(s.reproduces() is None and s.dvc_clean() and s.on_disk() and s.git_clean(),
                       "the pipeline's files are the last good version (git status and dvc status clean)",
-                      "dvc status lists what is stale"),
+                      s.reproduces() or "dvc status lists what is stale"),
         ]
     return setup, check
 
@@ -275,7 +406,7 @@ def _():
     def check(s):
         needed = {digest for commit in s.history("main") for digest in s.outs(s.lock(commit)).values()}
         missing = [d for d in needed if not s.cached(d).is_file()]
-        damaged = [d for d in needed if s.cached(d).is_file() and md5(s.cached(d)) != d]
+        damaged = [d for d in needed if s.cached(d).is_file() and s.digest(s.cached(d)) != d]
         return [
             criterion(not missing, "every version a commit on main needs is in the cache",
                       f"{len(missing)} version(s) missing: deleting a damaged file loses that version; "
@@ -348,14 +479,15 @@ def _():
         parents = s.git("log -1 --format=%P HEAD").split()
         params = s.params()
         return [
-            criterion(sorted(parents) == sorted([s.start(), s.rev("alice")]),
+            criterion(sorted(parents) == sorted([s.start(), s.rev("alice") or ""]),
                       "the merge of alice into main is committed", "git commit ends a merge"),
-            criterion(params.get("process", {}).get("test_size") == 0.25
-                      and params.get("train", {}).get("random_forest", {}).get("n_estimators") == 50,
+            criterion(dig(params, "process", "test_size") == 0.25
+                      and dig(params, "train", "random_forest", "n_estimators") == 50,
                       "params.yaml has both changes", "git merged params.yaml cleanly: keep both"),
-            criterion("<<<<<<<" not in (s.repo / "dvc.lock").read_text() and s.dvc_clean() and s.on_disk()
-                      and s.git_clean(), "dvc.lock, committed, describes the merged parameters and the files",
-                      "neither side's dvc.lock was made with the merged parameters: dvc status says what is stale"),
+            criterion(s.reproduces("HEAD") is None and s.dvc_clean() and s.on_disk() and s.git_clean(),
+                      "dvc.lock, committed, describes the merged parameters and the files",
+                      "neither side's dvc.lock was made with the merged parameters: a fresh run of the merge "
+                      "does not make what it records"),
         ]
     return setup, check
 
@@ -368,18 +500,36 @@ def _():
     def check(s):
         spec = s._yaml("dvc.yaml", "HEAD")
         ours = {"get_data", "process_data", "train_model", "evaluate"}
-        new = {name: stage for name, stage in spec.get("stages", {}).items() if name not in ours}
-        reads = [name for name, stage in new.items() if "data/processed/train.csv" in stage.get("deps", [])]
+        stages = spec.get("stages") if isinstance(spec.get("stages"), dict) else {}
+        new = {name: stage for name, stage in stages.items() if name not in ours and isinstance(stage, dict)}
+        split = {"data/processed/train.csv", "data/processed/test.csv"}
+
+        def paths(stage, key):
+            return {str(p) for p in stage.get(key) or [] if isinstance(p, str)}
+
+        def notebook(stage):
+            cmd = stage.get("cmd")
+            return cmd.split()[-1] if isinstance(cmd, str) and RUNNER.fullmatch(cmd.strip()) else None
+
+        between = [n for n, st in new.items() if paths(st, "deps") & split]
+        runs = [n for n, st in new.items() if notebook(st) and notebook(st) in paths(st, "deps")]
+        reports = [n for n, st in new.items() if notebook(st)
+                   and f"reports/{Path(notebook(st)).name}" in paths(st, "outs")
+                   and paths(st, "outs") - {f"reports/{Path(notebook(st)).name}"}]
         locked = s.lock("HEAD").get("stages", {})
+        why = s.reproduces("HEAD")
         return [
             criterion(new, "dvc.yaml, committed, has a stage of yours", "dvc stage add, then commit"),
-            criterion(reads, "it reads the processed training set (data/processed/train.csv)",
+            criterion(between, "it comes after process_data: it reads the processed training or test set",
                       "a stage's -d lists what it reads"),
-            criterion(new and all(stage.get("outs") for stage in new.values()),
-                      "it writes an output of its own", "a stage's -o lists what it writes"),
-            criterion(new and all(name in locked for name in new) and s.dvc_clean() and s.on_disk("HEAD")
-                      and s.git_clean(), "it ran, and dvc.lock, committed, records its output",
-                      "dvc repro runs it; dvc status says what is stale"),
+            criterion(runs, "its command runs its own notebook: dataops-run notebooks/NAME.ipynb, "
+                      "with the notebook as a dependency", "as every stage in dvc.yaml does"),
+            criterion(reports, "it declares its executed notebook in reports/ and an output of its own",
+                      "a stage's -o lists what it writes; dataops-run writes reports/NAME.ipynb"),
+            criterion(new and all(name in locked for name in new) and why is None and s.dvc_clean()
+                      and s.on_disk("HEAD") and s.git_clean(),
+                      "it ran, and dvc.lock, committed, records what a fresh run makes",
+                      why or "dvc repro runs it; dvc status says what is stale"),
         ]
     return setup, check
 
@@ -425,11 +575,30 @@ def start(number: int, course: Path = DEFAULT_FOLDER, exercises: Path = DEFAULT_
     return repo
 
 
+def _recorded(repo: Path):
+    """The exercise number the scenario's marker records, or None (missing, damaged, another kind of file)."""
+    try:
+        data = json.loads((repo / ".git" / MARKER).read_text())
+        return data["exercise"] if isinstance(data, dict) and isinstance(data.get("start"), str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def check(number: int, repo: Path, say=print) -> bool:
-    marker = repo / ".git" / MARKER
-    if not marker.is_file() or json.loads(marker.read_text())["exercise"] != number:
-        raise CourseError(f"{repo} is not exercise {number}'s scenario: set it up with make exercise {number}")
-    results = EXERCISES[number]["check"](Scene(repo))
+    """Grade the scenario in REPO: one ✓ or ✗ line per criterion, never a traceback."""
+    if _recorded(repo) != number:
+        raise CourseError(f"{repo} is not exercise {number}'s scenario (or its record in .git is damaged): "
+                          f"set it up with make exercise {number}")
+    scene = Scene(repo)
+    scene.grading = True
+    try:
+        results = EXERCISES[number]["check"](scene)
+    except Exception as error:  # a state no criterion foresaw: a line, never a traceback
+        results = [criterion(False, "the scenario can be read",
+                             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+                             f"(git status and dvc status say what is wrong)")]
+    finally:
+        scene.cleanup()
     for ok, label, hint in results:
         say(f"✓ {label}" if ok else f"✗ {label}\n    hint: {hint}")
     passed = sum(ok for ok, _, _ in results)
@@ -437,12 +606,22 @@ def check(number: int, repo: Path, say=print) -> bool:
     return passed == len(results)
 
 
+def criteria(number: int) -> list:
+    """The labels of exercise NUMBER's criteria, as its page lists them (read off a scene with nothing in it)."""
+    with tempfile.TemporaryDirectory() as empty:
+        scene = Scene(Path(empty))
+        scene.grading, scene.start = True, lambda: "0" * 40
+        try:
+            return [label for _, label, _ in EXERCISES[number]["check"](scene)]
+        finally:
+            scene.cleanup()
+
+
 def where(number: int, exercises: Path) -> Path:
     """The scenario to check: the current repository if it is exercise NUMBER's, else its usual folder."""
     here = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True).stdout.strip()
                 or ".")
-    marker = here / ".git" / MARKER
-    if marker.is_file() and json.loads(marker.read_text())["exercise"] == number:
+    if _recorded(here) == number:
         return here
     return folder_of(number, exercises.resolve()) / "repo"
 
