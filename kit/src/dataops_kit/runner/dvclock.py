@@ -79,7 +79,7 @@ def _put_back(stage, lock: Path, before, error: BaseException, ran: bool) -> Non
         return
     reason = str(error) if isinstance(error, ChangedAfterRun) else f"{type(error).__name__}: {error}"
     reason = (reason.splitlines() or [""])[0]
-    first = f"ran, but DVC could not record it ({reason})" if ran else f"failed before its notebook ran ({reason})"
+    first = f"ran, but DVC could not record it ({reason})" if ran else f"failed ({reason})"
     print("\n".join([f"✗ {stage.name}: {first}", *lines, f"  {RECOVERY}"]), flush=True)
 
 
