@@ -115,6 +115,10 @@ class Scene:
             return False  # not a DVC project (and DVC would take a second to say so)
         return "up to date" in self.sh("dvc status", check=False, cwd=cwd).stdout
 
+    def stale(self):
+        """A hint when DVC itself says the working tree is not what dvc.lock records, else None."""
+        return None if self.dvc_clean() else "dvc status lists what is stale or edited (dvc repro brings it up to date)"
+
     def git_clean(self, cwd=None) -> bool:
         status = self.sh("git status --porcelain", check=False, cwd=cwd)
         return status.returncode == 0 and status.stdout.strip() == ""
@@ -237,8 +241,8 @@ def accuracy(metrics: dict):
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def criterion(ok, label: str, hint: str) -> tuple:
-    return bool(ok), label, hint
+def criterion(ok, label: str, hint) -> tuple:
+    return bool(ok), label, hint or "git status and dvc status say what is off"
 
 
 # ---------------------------------------------------------------------------
@@ -270,7 +274,7 @@ def _():
             criterion(s.params() != s.params(start), "params.yaml sets another value than the last commit",
                       "change a knob in params.yaml (dvc params diff shows what you changed)"),
             criterion(why is None and s.dvc_clean(), "the data, model and metrics are what a fresh run of the "
-                      "pipeline makes with those parameters", f"{why or 'dvc status lists what is stale'}"),
+                      "pipeline makes with those parameters", s.stale() or why),
             criterion(now is not None and before is not None and now <= before - 0.05,
                       "test accuracy fell by at least 0.05", "dvc metrics diff shows the change so far; "
                       "which knob of the model in use limits what it can learn?"),
@@ -309,7 +313,7 @@ def _():
                       "it is the experiment with the best test accuracy", "compare them: dvc exp show"),
             criterion(s.reproduces("HEAD") is None and s.dvc_clean() and s.on_disk(),
                       "the commit reproduces, and the files on disk are the ones its dvc.lock names",
-                      s.reproduces("HEAD") or "dvc status says what does not match"),
+                      s.stale() or s.reproduces("HEAD")),
         ]
     return setup, check
 
@@ -390,7 +394,7 @@ def _():
                       "commit had it"),
             criterion(s.reproduces() is None and s.dvc_clean() and s.on_disk() and s.git_clean(),
                       "the pipeline's files are the last good version (git status and dvc status clean)",
-                      s.reproduces() or "dvc status lists what is stale"),
+                      s.stale() or s.reproduces()),
         ]
     return setup, check
 
@@ -529,7 +533,7 @@ def _():
             criterion(new and all(name in locked for name in new) and why is None and s.dvc_clean()
                       and s.on_disk("HEAD") and s.git_clean(),
                       "it ran, and dvc.lock, committed, records what a fresh run makes",
-                      why or "dvc repro runs it; dvc status says what is stale"),
+                      s.stale() or why or "commit what dvc repro recorded"),
         ]
     return setup, check
 
