@@ -57,7 +57,7 @@ def _imported():
 def test_every_imported_package_is_a_direct_requirement():
     direct, extra = _direct(), _direct("requirements-class.in")
     owners = packages_distributions()
-    local = {"dataops", "dataops_kit", "helpers", "conftest", "class_bench"}
+    local = {"dataops", "dataops_kit", "helpers", "conftest", "class_bench", "unit"}
     missing = {}
     for module, where in _imported().items():
         if module in sys.stdlib_module_names or module in local:

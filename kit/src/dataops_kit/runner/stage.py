@@ -306,13 +306,26 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
         import papermill
         from nbclient.exceptions import DeadKernelError
 
-        try:
+        def execute(km):
             papermill.execute_notebook(
                 # The clean form (what git stores and DVC counts), so that the report is the
                 # same from a fresh clone as from the editor's copy (cell ids, editor metadata).
                 str(clean), os.path.relpath(executed), cwd=str(where.root / notebook.parent), progress_bar=False,
-                on_cell_start=announce, km=kernel, kernel_name=kernel_name, execution_timeout=timeout,
+                on_cell_start=announce, km=km, kernel_name=kernel_name, execution_timeout=timeout,
             )
+
+        try:
+            try:
+                execute(kernel)
+            except RuntimeError as error:
+                # jupyter_client picks free ports, then the kernel binds them: on a busy machine another
+                # process can take one in between, and the kernel dies before it answers. Once more,
+                # with new ports, as no cell has run.
+                if "before replying to kernel_info" not in str(error) or current["count"]:
+                    raise
+                stop_kernel(kernel)
+                kernel = start_kernel(kernel_name, cwd=where.root / notebook.parent, later_stages=False)
+                execute(kernel)
         except papermill.PapermillExecutionError as error:
             detail = error.evalue if error.ename == "WorkspaceError" else f"{error.ename}: {error.evalue}"
             raise StageFailed(f"failed in cell [{error.exec_count}]: {detail}") from None
@@ -323,6 +336,8 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
         except DeadKernelError:
             raise StageFailed(f"the kernel died in {where_in_notebook()}: it crashed or ran out of "
                               f"memory") from None
+        except RuntimeError as error:  # jupyter_client's words for a kernel that never answered
+            raise StageFailed(f"the kernel '{kernel_name}' did not start ({error}); `dvc repro` tries again") from None
     except NoSuchKernel:
         raise StageFailed(f"{notebook} asks for the kernel '{kernel_name}', which is not installed: run `make`, "
                           f"which installs the workspace's kernel '{KERNEL}'") from None

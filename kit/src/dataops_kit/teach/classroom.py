@@ -195,8 +195,15 @@ def join(repo: Path, folder: Path, say=print) -> None:
     else:
         run("git", "remote", "add", REMOTE, str(folder / "class.git"))
     run(DVC, "remote", "add", "--local", "--force", REMOTE, f"s3://{state['bucket']}/dvc")
-    for key, value in [("endpointurl", state["endpoint"]), *keys.items()]:
-        run(DVC, "remote", "modify", "--local", REMOTE, key, value)
+    # Written through DVC's own config API, never as command arguments: a secret in argv is
+    # visible to every user of the machine (ps), and one that starts with "-" reads as an option.
+    from dvc.config import Config
+
+    local = repo / ".dvc" / "config.local"
+    local.touch(mode=0o600)
+    local.chmod(0o600)
+    with Config(dvc_dir=str(repo / ".dvc")).edit("local") as config:
+        config["remote"][REMOTE].update({"endpointurl": state["endpoint"], **keys})
     say(f"Joined the class: git remote {REMOTE!r} = {folder / 'class.git'}; "
         f"DVC remote {REMOTE!r} = s3://{state['bucket']}/dvc at {state['endpoint']} (credentials in .dvc/config.local)")
 
