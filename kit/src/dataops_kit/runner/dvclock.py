@@ -35,12 +35,22 @@ class ChangedAfterRun(Exception):
     pass
 
 
+def _runner():
+    """The stage runner's module, imported only once a stage has run (it imports
+    jupyter_client: a no-op `dvc repro` should not pay for that)."""
+    from dataops_kit.runner import stage
+
+    return stage
+
+
+def _forget(stage) -> None:
+    _runner().ran_record(Path(stage.repo.root_dir), stage.name).unlink(missing_ok=True)
+
+
 def _record(stage):
     """What this dvc command's run of STAGE recorded, or None (not run by the runner, or by another dvc)."""
-    from dataops_kit.runner.stage import ran_record
-
     try:
-        data = json.loads(ran_record(Path(stage.repo.root_dir), stage.name).read_text())
+        data = json.loads(_runner().ran_record(Path(stage.repo.root_dir), stage.name).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("dvc") == os.getpid() else None
@@ -49,10 +59,7 @@ def _record(stage):
 def _check(stage) -> None:
     record = _record(stage)
     if record:
-        from dataops_kit.runner.stage import changed_since
-
-        root = Path(stage.repo.root_dir)
-        changed = changed_since(root, Path(record["notebook"]), record["sources"])
+        changed = _runner().changed_since(Path(stage.repo.root_dir), Path(record["notebook"]), record["sources"])
         if changed:
             raise ChangedAfterRun(f"{', '.join(changed)} changed after the stage ran, before DVC recorded it")
 
@@ -61,16 +68,14 @@ def _put_back(stage, lock: Path, before, error: BaseException, ran: bool) -> Non
     """After a failure: dvc.lock as it was, then the stage's outputs as it records them.
     Says so (✗, what came back, the recovery) unless there was nothing to do, as after
     a failure the runner has already reported and repaired."""
-    from dataops_kit.runner.stage import RECOVERY, restore_last_good
-
-    root = Path(stage.repo.root_dir)
+    root, runner = Path(stage.repo.root_dir), _runner()
     lines = []
     try:
         if before is not None and (not lock.exists() or lock.read_bytes() != before):
             lock.write_bytes(before)  # DVC writes dvc.lock in place: a full disk can leave it cut short
     except OSError:
         lines.append(f"  {lock.name} could not be put back: git checkout HEAD -- {lock.name}")
-    restored, removed = restore_last_good(root, stage.name)
+    restored, removed = runner.restore_last_good(root, stage.name)
     if restored:
         lines.append(f"  Put back this stage's last good outputs, as dvc.lock records them: {', '.join(restored)}")
     if removed:
@@ -80,7 +85,7 @@ def _put_back(stage, lock: Path, before, error: BaseException, ran: bool) -> Non
     reason = str(error) if isinstance(error, ChangedAfterRun) else f"{type(error).__name__}: {error}"
     reason = (reason.splitlines() or [""])[0]
     first = f"ran, but DVC could not record it ({reason})" if ran else f"failed ({reason})"
-    print("\n".join([f"✗ {stage.name}: {first}", *lines, f"  {RECOVERY}"]), flush=True)
+    print("\n".join([f"✗ {stage.name}: {first}", *lines, f"  {runner.RECOVERY}"]), flush=True)
 
 
 def _lock(stage) -> Path:
@@ -124,9 +129,7 @@ def install() -> bool:
             if self.cmd and (ran or _outputs_missing(self)):
                 _put_back(self, _lock(self), before, error, ran)
             if ran:
-                from dataops_kit.runner.stage import ran_record
-
-                ran_record(Path(self.repo.root_dir), self.name).unlink(missing_ok=True)
+                _forget(self)
             raise
 
     def guarded_dump(self, *args, **kwargs):
@@ -140,9 +143,7 @@ def install() -> bool:
             raise
         finally:
             if _record(self):
-                from dataops_kit.runner.stage import ran_record
-
-                ran_record(Path(self.repo.root_dir), self.name).unlink(missing_ok=True)
+                _forget(self)
 
     Stage.save_deps, Stage.reproduce, Stage.dump = checked_save_deps, guarded_reproduce, guarded_dump
     return True

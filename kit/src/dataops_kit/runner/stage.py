@@ -58,14 +58,12 @@ class StageFailed(Exception):
         self.code = code
 
 
-def _name_source(executed: Path, notebook: Path) -> None:
-    """Record in the executed notebook the notebook it ran (papermill recorded the clean copy's path)."""
-    try:
-        report = json.loads(executed.read_text())
-        report["metadata"]["papermill"]["input_path"] = notebook.as_posix()
-        executed.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+def _name_source(report: dict, notebook: Path) -> dict:
+    """Record in an executed notebook the notebook it ran (papermill recorded the clean copy's path)."""
+    papermill = report.get("metadata", {}).get("papermill")
+    if isinstance(papermill, dict):
+        papermill["input_path"] = notebook.as_posix()
+    return report
 
 
 def _os_error(error: OSError) -> str:
@@ -224,7 +222,11 @@ def run(notebook: Path) -> int:
         ran = error.code != 2  # 2: stopped before any kernel started; reports/ holds no notebook of this run
         if ran and executed.exists():
             failed.parent.mkdir(parents=True, exist_ok=True)
-            executed.replace(failed)
+            try:
+                failed.write_text(dumps(_name_source(json.loads(executed.read_text()), notebook)))
+                executed.unlink()
+            except (OSError, ValueError):
+                executed.replace(failed)
         _say(f"✗ {name}: {error}")
         if ran and failed.exists():
             _say(f"  The executed notebook, as far as it ran: {failed.relative_to(where.root)}")
@@ -350,13 +352,12 @@ def _execute(where, notebook, name, stage, written, executed, failed) -> int:
         if kernel is not None:
             stop_kernel(kernel)
         shutil.rmtree(scratch, ignore_errors=True)
-        _name_source(executed, notebook)
 
     changed = _changed(where.root, stage, written, before)
     if changed:
         raise StageFailed(f"{', '.join(changed)} changed while the stage ran, so its outputs may come from the "
                           f"old version; nothing was recorded. Run `dvc repro` again")
-    report = tidy_executed(json.loads(executed.read_text()))
+    report = _name_source(tidy_executed(json.loads(executed.read_text())), notebook)
     executed.write_text(dumps(report))
     trust(report)
     dvc = dvc_process()
