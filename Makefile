@@ -126,15 +126,14 @@ class-remote: class-deps ## Start the class store and class git remote in CLASS
 	@python -m dataops_kit.teach.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT)
 class-remote-stop: ## Stop the class store
 	@python -m dataops_kit.teach.classroom stop --class-dir $(CLASS)
-class-join: class-deps ## Link this clone to the class store
-	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS)
+class-join: class-deps ## Link this clone to the class store as STUDENT (your own key)
+	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
 leaderboard: class-deps ## Rank the class's experiments (leaderboard.html)
 	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS)
 # A simulated class on loopback: STUDENTS clones push at once, with and without
-# the store killed mid-push (bench/class_bench.py).
+# the store killed at a fixed point (kit/bench/class_bench.py; figures in docs/instructors/class-bench-results.md).
 class-bench: class-deps ## A simulated class of STUDENTS pushing at once, then with the store killed
 	python kit/bench/class_bench.py --students $(STUDENTS)
-	python kit/bench/class_bench.py --students $(STUDENTS) --fault
 
 ## Maintainer (docs/maintainers/)
 # Speed of the notebook pipeline against the same code as plain scripts.

@@ -1,22 +1,30 @@
-"""The class on one store (dataops_kit.teach.classroom, kit/bench/class_bench.py):
-a real SeaweedFS S3 server on 127.0.0.1, real dvc-s3 pushes and pulls of
-experiments, the leaderboard, and the store killed in the middle of the pushes."""
+"""The class on one store (dataops_kit.teach.classroom and .gate, kit/bench/class_bench.py):
+a real SeaweedFS behind the real gate on 127.0.0.1, real git and dvc-s3 pushes and
+pulls, each student in a home of their own; every attack a student's key allows
+is tried, then the leaderboard, then the store killed between two halves of a class."""
 
+import hashlib
 import importlib.util
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from dataops_kit.teach import classroom
-from helpers import REPO, free_port, make_clone, run
+from helpers import REPO, VENV_BIN, free_port, make_clone, run
 
-# Every test here starts a real SeaweedFS store (about 14 s a test, even the
-# shortest): all slow, so the quick loop (`pytest -m "not slow"`) stays quick.
+# Every test here drives a real store: all slow, so the quick loop (`pytest -m "not slow"`) stays quick.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not classroom.WEED.exists() and not os.environ.get("CI"),
     reason="needs the class store's packages: make class-deps (.ci/run installs them)")]
@@ -29,88 +37,378 @@ def class_bench():
     return module
 
 
-def test_make_class_remote_starts_and_stops_the_store_and_keeps_credentials_untracked(tmp_path):
-    folder, port = tmp_path / "class", free_port()
+class Person:
+    """One person at their own laptop: a clone, a home (their key, their git credentials)."""
+
+    def __init__(self, base: Path, name: str, clone: Path):
+        self.name, self.clone, self.home = name, clone, base / "homes" / name
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / ".gitconfig").write_text(f"[user]\n\tname = {name}\n\temail = {name}@example.invalid\n")
+
+    def sh(self, cmd, check=True):
+        return run(cmd, cwd=self.clone, check=check, env={"HOME": str(self.home), "GIT_TERMINAL_PROMPT": "0"})
+
+    def key(self) -> dict:
+        text = (self.clone / ".dvc" / "config.local").read_text()
+        return {k: re.search(rf"{k} = (\S+)", text).group(1) for k in ("access_key_id", "secret_access_key")}
+
+    def s3(self, key=None):
+        return classroom._s3(self.state, key or self.key())
+
+
+def forge(person: Person, name: str, edit) -> str:
+    """An experiment ref made by hand (what a hostile student can push): a commit on HEAD
+    with EDIT(clone) applied, pushed with the student's own key. Returns the ref."""
+    base = person.sh("git rev-parse HEAD").stdout.strip()
+    person.sh("git checkout -q --detach")
+    try:
+        edit(person.clone)
+        person.sh(f"git add -A && git -c user.name=s -c user.email=s@x commit -q -m {name}")
+        ref = f"refs/exps/{base[:2]}/{base[2:]}/{name}"
+        person.sh(f"git push -q class HEAD:{ref}")
+        return ref
+    finally:
+        person.sh("git checkout -q -f main")
+
+
+def with_metrics(person: Person, metrics_bytes: bytes, params_text: str = None, md5_text: str = None):
+    """An edit: reports/metrics.json's md5 in dvc.lock replaced (by the md5 of METRICS_BYTES, whose
+    object the student adds to the store with their key, or by MD5_TEXT)."""
+    digest = hashlib.md5(metrics_bytes).hexdigest()
+    person.s3().put_object(Bucket="class", Key=f"dvc/files/md5/{digest[:2]}/{digest[2:]}", Body=metrics_bytes)
+
+    def edit(clone):
+        lock = (clone / "dvc.lock").read_text()
+        old = re.search(r"path: reports/metrics.json\n\s+hash: md5\n\s+md5: (\w+)", lock).group(1)
+        (clone / "dvc.lock").write_text(lock.replace(old, md5_text or digest))
+        if params_text:
+            (clone / "params.yaml").write_text(params_text)
+    return edit
+
+
+@pytest.fixture(scope="module")
+def klass():
+    """A class run from what `make class-remote` prints: the instructor shares the workspace,
+    ada follows the printed lines, bob has an honest experiment too."""
+    base = Path(tempfile.mkdtemp(prefix="class-test-"))
+    base.chmod(0o755)  # the class folder is shared: another account must reach it
+    folder, port = base / "class", free_port()
     started = run(["make", "--no-print-directory", "class-remote", f"CLASS={folder}", f"CLASS_PORT={port}"], cwd=REPO)
     try:
-        assert f"http://127.0.0.1:{port}" in started.stdout
-        pid = classroom._state(folder)["pid"]
-        assert classroom._alive(pid)
-        assert oct((folder / "credentials.json").stat().st_mode)[-3:] == "600"
-        secret = classroom.credentials(folder)["secret_access_key"]
-
-        student = make_clone(tmp_path / "student")
-        joined = run(["make", "--no-print-directory", "class-join", f"CLASS={folder}"], cwd=student)
-        assert "credentials in .dvc/config.local" in joined.stdout
-        assert secret in (student / ".dvc" / "config.local").read_text()
-        # Tracked nowhere: not in any tracked file, not in what git would commit.
-        assert run("git status --porcelain", cwd=student).stdout == ""
-        tracked = run("git ls-files -z", cwd=student).stdout.split("\0")
-        assert not [name for name in filter(None, tracked) if (student / name).is_file()
-                    and secret.encode() in (student / name).read_bytes()]
-        assert run(["git", "grep", "-I", "-l", secret], cwd=student, check=False).stdout == ""
-        pushed = run("dvc push -r class", cwd=student, check=False)
-        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        printed = started.stdout
+        instructor = Person(base, "instructor", make_clone(base / "instructor"))
+        shutil.copytree(REPO / ".dvc" / "cache" / "files", instructor.clone / ".dvc" / "cache" / "files")
+        instructor.sh("dvc checkout -q")
+        yours = re.search(r"You, in your clone: (.+); later: (.+)", printed)
+        instructor.sh(yours.group(1))  # make class-join CLASS=... && git push class main && dvc push
+        people = {"instructor": instructor, "printed": printed, "leaderboard": yours.group(2),
+                  "folder": folder, "base": base}
+        hints = re.findall(r"^    (.+)$", printed, re.M)
+        for name, idea, extra in (("ada", "forest", ""), ("bob", "deep", " -S train.random_forest.max_depth=1")):
+            student = Person(base, name, base / name)
+            run(["git", "clone", "-q", str(instructor.clone), str(student.clone)], cwd=base)
+            (student.clone / ".venv").symlink_to(VENV_BIN.parent)
+            student.sh([sys.executable, "-c", "import pathlib, dataops_kit.install as i; i.install_workspace(pathlib.Path('.'))"])
+            for line in hints:  # each line exactly as printed, <name> and <idea> filled in
+                command = line.replace("<name>", name).replace("<idea>", idea)
+                student.sh(command + (extra if command.startswith("dvc exp run") else ""))
+            people[name] = student
+        for person in (p for p in people.values() if isinstance(p, Person)):
+            person.state = classroom._state(folder)
+        yield people
     finally:
-        stopped = run(["make", "--no-print-directory", "class-remote-stop", f"CLASS={folder}"], cwd=REPO)
-    assert "stopped" in stopped.stdout and not classroom._alive(pid)
+        classroom.stop(folder, say=print)
+        shutil.rmtree(base, ignore_errors=True)
 
 
-def test_five_students_push_through_a_store_killed_mid_push_and_nothing_is_lost(tmp_path):
-    bench = class_bench()
-    class_dir, instructor = tmp_path / "class", tmp_path / "instructor"
+def model_object(person: Person, experiment: str) -> str:
+    ref = person.sh(f"git for-each-ref --format='%(refname)' 'refs/exps/*/*/{experiment}'").stdout.strip()
+    lock = person.sh(["git", "show", f"{ref}:dvc.lock"]).stdout
+    digest = re.search(r"path: models/model.skops\n\s+hash: md5\n\s+md5: (\w+)", lock).group(1)
+    return f"dvc/files/md5/{digest[:2]}/{digest[2:]}"
+
+
+def test_the_printed_commands_put_the_experiment_in_the_class_store(klass):
+    """The hint `dvc exp push class <name>-<idea>`, run as printed, sends the files to S3
+    (the class store is the clone's default remote), and a classmate gets the exact model."""
+    assert "dvc exp push class <name>-<idea>" in klass["printed"]
+    ada, bob = klass["ada"], klass["bob"]
+    key = model_object(ada, "ada-forest")
+    body = ada.s3().get_object(Bucket="class", Key=key)["Body"].read()
+    assert hashlib.md5(body).hexdigest() == "".join(key.split("/")[-2:])
+    pulled = bob.sh("dvc exp pull class ada-forest && dvc exp apply ada-forest && dvc checkout -q models/model.skops")
+    assert "Missing cache files" not in pulled.stdout + pulled.stderr
+    assert hashlib.md5((bob.clone / "models" / "model.skops").read_bytes()).hexdigest() == "".join(key.split("/")[-2:])
+    bob.sh("git checkout -q -f main && dvc pull -q -f")
+
+
+def test_a_student_key_can_only_add_and_every_attack_leaves_the_work_intact(klass):
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    ada, bob = klass["ada"], klass["bob"]
+    key = model_object(ada, "ada-forest")
+    original = ada.s3().get_object(Bucket="class", Key=key)["Body"].read()
+    client = bob.s3()
+    anonymous = __import__("botocore.session").session.get_session().create_client(
+        "s3", endpoint_url=bob.state["endpoint"], region_name="us-east-1", config=Config(signature_version=UNSIGNED))
+    attacks = {
+        "DeleteObject on ada's model": lambda: client.delete_object(Bucket="class", Key=key),
+        "PutObject over ada's model": lambda: client.put_object(Bucket="class", Key=key, Body=b"not her model"),
+        "DeleteObjects": lambda: client.delete_objects(Bucket="class", Delete={"Objects": [{"Key": key}]}),
+        "CopyObject onto ada's model": lambda: client.copy_object(Bucket="class", Key=key,
+                                                                 CopySource={"Bucket": "class", "Key": key}),
+        "DeleteBucket": lambda: client.delete_bucket(Bucket="class"),
+        "CreateBucket": lambda: client.create_bucket(Bucket="mine"),
+        "PutObject outside the DVC objects": lambda: client.put_object(Bucket="class", Key="dvc/runs/x", Body=b"x"),
+        "multipart upload": lambda: client.create_multipart_upload(Bucket="class", Key=key),
+        "PutBucketAcl": lambda: client.put_bucket_acl(Bucket="class", ACL="public-read-write"),
+        "a guessed secret": lambda: bob.s3({**bob.key(), "secret_access_key": "guess"}).get_object(Bucket="class", Key=key),
+        "no key at all": lambda: anonymous.get_object(Bucket="class", Key=key),
+    }
+    seen = {}
+    for attack, call in attacks.items():
+        with pytest.raises(ClientError) as error:
+            call()
+        seen[attack] = error.value.response["Error"]["Code"]
+    print(json.dumps(seen, indent=1))
+    assert seen["PutObject over ada's model"] == "BadDigest"
+    assert seen["a guessed secret"] == "SignatureDoesNotMatch"
+    assert all(code in ("AccessDenied", "BadDigest", "SignatureDoesNotMatch") for code in seen.values()), seen
+    # The same bytes again are no change, and a new object of the right md5 is an addition.
+    client.put_object(Bucket="class", Key=key, Body=original)
+    new = b"bob's new file"
+    digest = hashlib.md5(new).hexdigest()
+    client.put_object(Bucket="class", Key=f"dvc/files/md5/{digest[:2]}/{digest[2:]}", Body=new)
+    assert ada.s3().get_object(Bucket="class", Key=key)["Body"].read() == original
+    bad, count, _ = class_bench().store_audit(klass["folder"])
+    assert bad == 0 and count > 10
+    # The instructor's admin key is the only one that may delete.
+    admin = classroom._s3(bob.state, classroom.admin_key(klass["folder"]))
+    admin.delete_object(Bucket="class", Key=f"dvc/files/md5/{digest[:2]}/{digest[2:]}")
+
+
+def test_a_pull_checks_what_it_fetches(klass):
+    """Were an object damaged in the store (only the admin key can), a pull refuses its bytes."""
+    ada, bob = klass["ada"], klass["bob"]
+    key = model_object(ada, "ada-forest")
+    admin = classroom._s3(bob.state, classroom.admin_key(klass["folder"]))
+    original = admin.get_object(Bucket="class", Key=key)["Body"].read()
+    admin.put_object(Bucket="class", Key=key, Body=b"damaged")
     try:
-        # Down for 15 s: longer than DVC's own retries, so the pushes in flight must fail.
-        figures = bench.simulate(5, tmp_path, fault=True, keep_running=True, say=print, down_for=15)
+        fresh = Person(klass["base"], "bob", klass["base"] / "bob-fresh")
+        run(["git", "clone", "-q", str(bob.clone), str(fresh.clone)], cwd=klass["base"])
+        (fresh.clone / ".venv").symlink_to(VENV_BIN.parent)
+        fresh.sh([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(klass["folder"]),
+                  "--student", "bob"])
+        pulled = fresh.sh("dvc exp pull class ada-forest && dvc exp apply ada-forest && dvc pull", check=False)
+        assert pulled.returncode != 0
+        model = fresh.clone / "models" / "model.skops"
+        assert not model.exists() or model.read_bytes() != b"damaged"
+    finally:
+        admin.put_object(Bucket="class", Key=key, Body=original)
+
+
+def test_refs_are_owned_by_the_student_they_are_named_after(klass):
+    ada, bob, instructor = klass["ada"], klass["bob"], klass["instructor"]
+    remote = klass["folder"] / "class.git"
+
+    def refs():
+        return run("git for-each-ref --format='%(refname) %(objectname)'", cwd=remote).stdout
+    before = refs()
+    assert "ada-forest" in before and "bob-deep" in before
+    attempts = {
+        # bob's own experiment under ada's name, force-pushed over hers
+        "dvc exp push -f class ada-forest": "dvc exp save -q -f -n ada-forest && dvc exp push -f class ada-forest",
+        "dvc exp remove -g class ada-forest": "dvc exp remove -g class ada-forest",
+        "an experiment in ada's name": "dvc exp save -q -f -n ada-seed7 && dvc exp push class ada-seed7",
+        "git push class :main": "git push class :main",
+        "git push -f class HEAD:main": "git commit -q --allow-empty -m x && git push -f class HEAD:main",
+        "git push class HEAD:refs/tags/v9": "git push class HEAD:refs/tags/v9",
+        "delete bob's own experiment": f"git push class :{bob.sh(['git', 'for-each-ref', '--format=%(refname)', 'refs/exps/*/*/bob-deep']).stdout.strip()}",
+    }
+    for attempt, command in attempts.items():
+        result = bob.sh(command, check=False)
+        output = result.stdout + result.stderr
+        print(f"--- {attempt}: exit {result.returncode}\n{output[-600:]}")
+        assert result.returncode != 0, attempt
+        assert "✗" in output or "rejected" in output or "declined" in output, attempt
+    assert refs() == before  # nothing moved, nothing deleted
+    deleted = instructor.sh("git push class :main", check=False)
+    assert deleted.returncode != 0 and refs() == before  # main is protected even from the admin key
+    # Ada may update her own (a rerun under the same name), and nobody gets in without a key.
+    keyless = run(["git", "ls-remote", f"{bob.state['endpoint']}/git/class.git"], cwd=klass["base"], check=False,
+                  env={"HOME": str(klass["base"]), "GIT_TERMINAL_PROMPT": "0"})
+    assert keyless.returncode != 0
+    # Ada may move her own experiment (here to its baseline, then back): the hook lets her.
+    ref = ada.sh(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/*/*/ada-forest"]).stdout.split()
+    ada.sh(f"git push -q -f class {ref[1]}~1:{ref[0]} && git push -q -f class {ref[1]}:{ref[0]}")
+    assert refs() == before
+
+
+def test_nothing_answers_on_the_host_without_a_key(klass):
+    state = klass["bob"].state
+    filer = f"http://127.0.0.1:{state['ports']['filer']}/buckets/class/dvc/files/md5/aa/evil"
+    for method, data in (("PUT", b"evil"), ("GET", None), ("DELETE", None)):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(urllib.request.Request(filer, data=data, method=method), timeout=10)
+        assert error.value.code == 401, method
+    # SeaweedFS's own S3 port knows only the gate's key: a student's key is nobody's there.
+    from botocore.exceptions import ClientError
+
+    inner = classroom._s3({"endpoint": f"http://127.0.0.1:{state['ports']['s3']}"}, klass["bob"].key())
+    with pytest.raises(ClientError):
+        inner.list_objects_v2(Bucket="class")
+
+
+def test_keys_stay_private_and_never_reach_a_command_line(klass):
+    folder, ada = klass["folder"], klass["ada"]
+    assert oct((folder / "keys.json").stat().st_mode)[-3:] == "600"
+    assert oct((folder / "secrets").stat().st_mode)[-3:] == "700"
+    assert oct((ada.clone / ".dvc" / "config.local").stat().st_mode)[-3:] == "600"
+    homes = list((ada.home / ".config" / "dataops-class").iterdir())
+    assert homes and all(oct(path.stat().st_mode)[-3:] == "600" for path in homes)
+    secret = ada.key()["secret_access_key"]
+    # Nothing git would commit holds it (her experiment's params.yaml and dvc.lock are in the working tree).
+    assert sorted(run("git status --porcelain", cwd=ada.clone).stdout.split()) == ["M", "M", "dvc.lock", "params.yaml"]
+    assert secret not in run("git diff", cwd=ada.clone).stdout
+    assert run(["git", "grep", "-I", "-l", secret], cwd=ada.clone, check=False).stdout == ""
+    # Watch every process's arguments while ada joins again and pushes with git and with DVC.
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if secret.encode() in cmdline.read_bytes():
+                        seen.append(cmdline.read_bytes().replace(b"\0", b" ")[:200])
+                except OSError:
+                    pass
+            time.sleep(0.005)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        ada.sh(f"make --no-print-directory class-join CLASS={folder} STUDENT=ada && "
+               "dvc exp push -f class ada-forest && git fetch -q class")
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_student_with_another_uid_joins_from_the_shared_folder_without_reading_other_keys(klass):
+    folder, base = klass["folder"], klass["base"]
+    student = Person(base, "cat", base / "cat")
+    run(["git", "clone", "-q", str(klass["instructor"].clone), str(student.clone)], cwd=base)
+    (student.clone / ".venv").symlink_to(VENV_BIN.parent)
+    run(["chown", "-R", "65534:65534", str(student.clone), str(student.home)], cwd=base)
+    python = str(VENV_BIN / "python")
+
+    def as_cat(*args, check=True):
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args],
+                              cwd=student.clone, capture_output=True, text=True, check=check,
+                              env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(student.home)})
+    assert as_cat("cat", str(folder / "keys.json"), check=False).returncode != 0
+    nameless = as_cat(python, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder), check=False)
+    assert nameless.returncode == 1 and "Traceback" not in nameless.stderr
+    assert "make class-join STUDENT=<name>" in nameless.stderr
+    joined = as_cat(python, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder), "--student", "cat")
+    assert "Joined the class as cat" in joined.stdout
+    assert oct((student.clone / ".dvc" / "config.local").stat().st_mode)[-3:] == "600"
+    assert as_cat("git", "ls-remote", "class").returncode == 0  # git reaches the class with cat's key
+    taken = as_cat(python, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder),
+                   "--student", "ada", check=False)
+    assert taken.returncode == 1 and "the name ada already has a key" in taken.stderr
+
+
+def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experiments(klass):
+    bob, instructor = klass["bob"], klass["instructor"]
+    metrics = json.loads((bob.clone / "reports" / "metrics.json").read_text())
+    params = (bob.clone / "params.yaml").read_text()
+    forge(bob, "bob-huge", with_metrics(bob, json.dumps({**metrics, "accuracy": 1e9}).encode()))
+    forge(bob, "bob-fake", with_metrics(bob, json.dumps({**metrics, "accuracy": 0.999}).encode()))
+    # Escape codes where YAML and JSON allow them: a quoted params key, a metric's text.
+    forge(bob, "bob-best", with_metrics(bob, json.dumps({**metrics, "accuracy": "best\x1b[2J"}).encode(),
+                                        params_text=params + '"\\e]0;PWNED-TITLE\\a": 1\n"\\e[2J": 2\n'))
+    secret = klass["base"] / "secret.json"
+    secret.write_text(json.dumps({"accuracy": 1.0, "f1_macro": 1.0}))
+    forge(bob, "bob-path", with_metrics(bob, b"{}", md5_text=f"xx/../../../../../../..{secret}"))
+
+    board = instructor.sh(klass["leaderboard"])  # make leaderboard CLASS=..., as printed
+    out = board.stdout + board.stderr
+    print(out)
+    assert "\x1b" not in out and "\x07" not in out
+    ranked = re.findall(r"^\s+(\d+)\s+(\w+)\s+(\S+)\s+([\d.]+)", out, re.M)
+    assert sorted(row[2] for row in ranked) == ["ada-forest", "bob-deep"]
+    assert [float(row[3]) for row in ranked] == sorted((float(row[3]) for row in ranked), reverse=True)
+    rejected = dict(re.findall(r"^\s+-\s+\w+\s+(\S+)\s+rejected: (.+)$", out, re.M))
+    assert "?]0;PWNED-TITLE?=1" in rejected["bob-best"]  # the key, shown with its control characters as '?'
+
+    assert rejected["bob-huge"].startswith("accuracy is 1000000000.0: not a number between 0 and 1")
+    assert rejected["bob-best"].startswith("accuracy is 'best")
+    assert "does not reproduce" in rejected["bob-fake"] and "reports/metrics.json" in rejected["bob-fake"]
+    assert "as the md5 of reports/metrics.json: refused" in rejected["bob-path"]
+    page = (instructor.clone / "leaderboard.html").read_text()
+    assert "<script" not in page and "\x1b" not in page and page.count("class='rejected'") == 4
+    # The winner, reproduced byte for byte from its own record.
+    winner = ranked[0][2]
+    ref = instructor.sh(f"git for-each-ref --format='%(refname)' 'refs/exps/*/*/{winner}'").stdout.strip()
+    recorded = instructor.sh(["git", "show", f"{ref}:dvc.lock"]).stdout
+    instructor.sh(f"dvc exp apply {winner} && dvc repro --force -q")
+    assert (instructor.clone / "dvc.lock").read_text() == recorded
+    instructor.sh("git checkout -q -f main && dvc pull -q -f")
+
+
+def test_an_idle_store_is_quiet_and_stops_in_about_a_second_and_keeps_everything(klass):
+    folder = klass["folder"]
+    log = folder / "store.log"
+    size = log.stat().st_size
+    time.sleep(65)  # SeaweedFS's ring update comes once a minute: one must pass unlogged
+    assert log.stat().st_size == size
+    assert "-master.telemetry=false" in json.loads((folder / "gate.json").read_text())["weed"]
+    began = time.monotonic()
+    stopped = run(["make", "--no-print-directory", "class-remote-stop", f"CLASS={folder}"], cwd=REPO)
+    took = time.monotonic() - began
+    print(f"stop took {took:.1f} s")
+    assert took < 4  # make and Python's start included
+    assert f"its data stays in {folder / 'store'}" in stopped.stdout
+    assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""
+    classroom.serve(folder, say=print)
+    bad, count, _ = class_bench().store_audit(folder)
+    assert bad == 0 and count > 10
+
+
+def test_five_students_and_the_store_killed_at_a_fixed_point_lose_nothing(tmp_path):
+    bench = class_bench()
+    class_dir = tmp_path / "class"
+    try:
+        figures = bench.simulate(6, tmp_path, fault=True, say=print)
         print(figures)
-        # The fault broke pushes, each with DVC's message, and every retry succeeded.
-        assert figures["pushes failed"] >= 1
-        messages = figures["failure messages"]
-        assert messages and all(message.startswith("ERROR: failed to ") for message in messages), messages
-        assert any("Could not connect to the endpoint URL" in message for message in messages), messages
+        # The fixed point: after the first half pushed. Exactly the second half fails, each with a message.
+        assert figures["pushes failed"] == 3
+        assert figures["failure messages"] and all(m.startswith("ERROR: ") for m in figures["failure messages"])
         assert figures["retries failed"] == 0
-        # Nothing lost, nothing partial: every object the experiments name, byte for byte.
-        assert figures["experiments on the class remote"] == 5
+        assert figures["experiments on the class remote"] == 6
         assert figures["missing after pull"] == 0
         assert figures["md5 mismatches in the instructor's cache"] == 0
         assert figures["partial or damaged objects in the store"] == 0
-        assert figures["objects the experiments name"] > 5 * 4  # each student's split, model, metrics differ
-
-        # The instructor's clone is of the committed workspace: this checkout's module, as the code under test.
-        board = run([sys.executable, "-m", "dataops_kit.teach.classroom", "leaderboard", "--class-dir", str(class_dir)],
-                    cwd=instructor, env={"PYTHONPATH": str(REPO / "src")})
-        print(board.stdout)
-        rows = [line.split() for line in board.stdout.splitlines() if re.match(r"\s+\d+\s+s\d\d\s", line)]
-        assert [row[1] for row in rows] != [] and sorted(row[1] for row in rows) == [f"s{i:02d}" for i in range(5)]
-        accuracies = [float(row[3]) for row in rows]
-        assert accuracies == sorted(accuracies, reverse=True)
-        assert all(row[5].startswith("process.random_state=") for row in rows)
-        page = (instructor / "leaderboard.html").read_text()
-        assert page.count("<tr><td>") == 5 and "<script" not in page
-        assert run("git status --porcelain", cwd=instructor).stdout == ""
-
-        # The instructor reproduces the winner byte for byte.
-        winner = rows[0][2]
-        ref = run(f"git for-each-ref --format='%(refname)' refs/exps | grep '/{winner}$'", cwd=instructor).stdout.strip()
-        recorded = run(["git", "show", f"{ref}:dvc.lock"], cwd=instructor).stdout
-        run(f"dvc exp apply {winner} && dvc repro --force", cwd=instructor)
-        assert (instructor / "dvc.lock").read_text() == recorded
+        assert figures["objects the experiments name"] > 6 * 4  # each student's split, model, metrics differ
     finally:
         classroom.stop(class_dir)
     assert subprocess.run(["pgrep", "-f", str(class_dir)], capture_output=True).stdout == b""
 
 
 def test_a_store_that_cannot_listen_says_so_at_once_and_leaves_nothing_running(tmp_path):
-    # Its S3 port taken: weed exits at once; the start is tried again (fresh
-    # internal ports), then fails with its log named, well before the 90 s timeout.
+    # Its port taken: the gate exits at once; the start is tried again, then fails with its log named.
     folder = tmp_path / "class"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port, began = taken.getsockname()[1], time.monotonic()
-        with pytest.raises(classroom.StoreError, match="the store did not start; its log: "):
+        with pytest.raises(classroom.StoreError, match="the store did not start; its log: /"):
             classroom.serve(folder, port=port, say=print)
     assert time.monotonic() - began < 60
-    # Three tries, each refused on that port (a fresh internal port can be refused too, on a busy machine).
-    assert (folder / "store.log").read_text().count(f":{port}: bind: address already in use") == 3
+    assert (folder / "store.log").read_text().count("Address already in use") == 3
     assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""

@@ -1,0 +1,471 @@
+"""The class store's one door: `python -m dataops_kit.teach.gate CLASS`.
+
+SeaweedFS cannot say "add only": its Write action also deletes and
+overwrites, and nothing in S3 checks that an object's bytes are the md5 its
+name claims. So the store listens on 127.0.0.1 ports that take only the
+gate's own key (S3) or a signed token (its filer and volume HTTP ports, JWT),
+and everyone else comes through this gate, which:
+
+- checks every S3 request's AWS signature against the key of one student
+  (or the instructor's, the only admin key) and lets a student read and list
+  the bucket and write new DVC objects whose bytes have the md5 their name
+  says; nothing else (no delete, no overwrite, no bucket operation);
+- serves the class git remote (CLASS/class.git) over HTTP, with the same
+  key as the password, to `git http-backend`: its pre-receive hook lets a
+  student create and update only experiments named after them, and nobody
+  delete a ref or move `main` but the instructor;
+- hands out keys: POST /_class/join {"student": NAME} gives NAME its key, once.
+
+It starts SeaweedFS as its child, keeps only its warnings and errors in
+CLASS/store.log, and on SIGTERM finishes the requests in flight, then stops it.
+"""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from datetime import datetime, timezone
+from pathlib import Path
+
+BUCKET = "class"
+NAME = re.compile(r"[a-z][a-z0-9_]{0,19}")  # no '-': an experiment is <student>-<idea>
+OBJECT = re.compile(rf"/{BUCKET}/dvc/files/md5/([0-9a-f]{{2}})/([0-9a-f]{{30}})(\.dir)?")
+MAX_OBJECT = 50 << 20  # s3fs sends anything smaller in one PUT: larger (multipart) is refused, with this figure
+SKEW = 15 * 60  # seconds a signed request may be old or early, as S3 allows
+ZERO = "0" * 40
+INSTRUCTOR = "instructor"
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+def new_key() -> dict:
+    return {"access_key_id": "DATAOPS" + secrets.token_hex(8).upper(), "secret_access_key": secrets.token_urlsafe(30)}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, never readable on the way (created 0600, then renamed)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.replace(partial, path)
+
+
+class Keys:
+    """CLASS/keys.json (0600): the admin key and one key per student."""
+
+    def __init__(self, folder: Path):
+        self.path, self.lock = folder / "keys.json", threading.Lock()
+        self.roster = folder / "roster.txt"
+        if not self.path.exists():
+            write_private(self.path, json.dumps({"admin": new_key(), "students": {}}, indent=1) + "\n")
+        self.data = json.loads(self.path.read_text())
+
+    def owner(self, access_key_id: str):
+        """(name, secret) of an access key id, or None."""
+        if hmac.compare_digest(access_key_id, self.data["admin"]["access_key_id"]):
+            return INSTRUCTOR, self.data["admin"]["secret_access_key"]
+        for name, key in self.data["students"].items():
+            if hmac.compare_digest(access_key_id, key["access_key_id"]):
+                return name, key["secret_access_key"]
+        return None
+
+    def login(self, name: str, secret: str) -> bool:
+        key = self.data["admin"] if name == INSTRUCTOR else self.data["students"].get(name)
+        return bool(key) and hmac.compare_digest(secret.encode(), key["secret_access_key"].encode())
+
+    def enrol(self, name) -> dict:
+        if not isinstance(name, str) or not NAME.fullmatch(name) or name == INSTRUCTOR:
+            raise Refused(400, "InvalidName", f"{name!r} is not a student name: lower-case letters, digits and _, "
+                                              "starting with a letter, at most 20 (no '-': experiments are <name>-<idea>)")
+        if self.roster.exists() and name not in self.roster.read_text().split():
+            raise Refused(403, "NotOnRoster", f"{name} is not on the class roster ({self.roster}): ask the instructor")
+        with self.lock:
+            if name in self.data["students"]:
+                raise Refused(409, "NameTaken", f"the name {name} already has a key: if it is yours, join from the "
+                                                f"account that joined first (it keeps the key); if not, pick another")
+            self.data["students"][name] = key = new_key()
+            write_private(self.path, json.dumps(self.data, indent=1) + "\n")
+        return key
+
+
+# --- AWS signature version 4, as S3 checks it --------------------------------------------------------
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def canonical_query(query: str) -> str:
+    pairs = []
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        pairs.append((urllib.parse.quote(urllib.parse.unquote(key), safe="-_.~"),
+                      urllib.parse.quote(urllib.parse.unquote(value), safe="-_.~")))
+    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
+
+
+def signer(method: str, target: str, headers, body: bytes, keys: Keys, now: float = None) -> str:
+    """The name whose key signed this request, or Refused. TARGET is the request line's path and query."""
+    auth = headers.get_all("Authorization") or []
+    path, _, query = target.partition("?")
+    if "X-Amz-Signature" in query or "X-Amz-Credential" in query:
+        raise Refused(403, "AccessDenied", "presigned URLs are not accepted here: sign the request")
+    match = re.fullmatch(r"AWS4-HMAC-SHA256 Credential=([^/,]+)/(\d{8})/([^/,]+)/s3/aws4_request,\s*"
+                         r"SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})", auth[0].strip()) \
+        if len(auth) == 1 else None
+    if not match:
+        raise Refused(403, "AccessDenied", "no key: every request needs one (make class-join gives you yours)")
+    access_key, day, region, signed, signature = match.groups()
+    found = keys.owner(access_key)
+    if not found:
+        raise Refused(403, "InvalidAccessKeyId", "this key is not one of the class's")
+    name, secret = found
+    names = signed.split(";")
+    stamp, payload = headers.get("x-amz-date", ""), headers.get("x-amz-content-sha256", "")
+    if not {"host", "x-amz-date", "x-amz-content-sha256"} <= set(names) or not stamp.startswith(day):
+        raise Refused(403, "AccessDenied", "the signature must cover host, x-amz-date and x-amz-content-sha256")
+    try:
+        when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        raise Refused(403, "AccessDenied", f"bad x-amz-date {stamp!r}") from None
+    if abs((now or time.time()) - when) > SKEW:
+        raise Refused(403, "RequestTimeTooSkewed", "the request's time is more than 15 minutes off: check the clock")
+    if payload != "UNSIGNED-PAYLOAD" and payload != hashlib.sha256(body).hexdigest():
+        raise Refused(400, "XAmzContentSHA256Mismatch", "the body is not the one that was signed")
+    lines = []
+    for header in names:
+        values = headers.get_all(header) or []
+        lines.append(f"{header}:{','.join(' '.join(v.split()) for v in values)}\n")
+    request = "\n".join([method, path, canonical_query(query), "".join(lines), signed, payload])
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(request.encode()).hexdigest()])
+    key = _hmac(_hmac(_hmac(_hmac(("AWS4" + secret).encode(), day), region), "s3"), "aws4_request")
+    if not hmac.compare_digest(hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest(), signature):
+        raise Refused(403, "SignatureDoesNotMatch", "the signature does not match the key")
+    return name
+
+
+def policy(name: str, method: str, target: str, headers) -> None:
+    """Refused unless NAME may do this. The instructor may do anything; a student may only read and add."""
+    if name == INSTRUCTOR:
+        return
+    path, _, query = target.partition("?")
+    if method in ("GET", "HEAD") and (path.rstrip("/") == f"/{BUCKET}" or path.startswith(f"/{BUCKET}/")):
+        if re.search(r"(^|&)(acl|policy|tagging|uploads|versions|lifecycle)(=|&|$)", query):
+            raise Refused(403, "AccessDenied", "students read objects and list the bucket, nothing else")
+        return
+    if method == "PUT" and OBJECT.fullmatch(path):
+        if query or headers.get("x-amz-copy-source"):
+            raise Refused(403, "AccessDenied", "students add whole objects only (no multipart, copy, ACL or tags): "
+                                               f"files up to {MAX_OBJECT >> 20} MB")
+        return
+    if method == "PUT" and path.startswith(f"/{BUCKET}/"):
+        raise Refused(403, "AccessDenied", f"students add DVC objects only, named by their md5 "
+                                           f"(/{BUCKET}/dvc/files/md5/xx/...), not {path}")
+    if method == "DELETE":
+        raise Refused(403, "AccessDenied", "students cannot delete: the store keeps every version anyone pushed")
+    raise Refused(403, "AccessDenied", f"students cannot {method} {path}: only the instructor changes the bucket")
+
+
+def content_refusal(path: str, body: bytes):
+    """Why BODY may not be stored under PATH (an object named by its md5), or None."""
+    match = OBJECT.fullmatch(path)
+    named, actual = match.group(1) + match.group(2), hashlib.md5(body).hexdigest()
+    if actual != named:
+        return f"the bytes have md5 {actual}, not the {named} of their name: DVC objects are named by their md5"
+    return None
+
+
+# --- refs in class.git --------------------------------------------------------------------------------
+
+def ref_refusal(user: str, old: str, new: str, ref: str):
+    """Why USER may not move REF from OLD to NEW (the pre-receive hook's rule), or None."""
+    if new == ZERO:
+        return f"{ref}: nobody deletes a ref of the class (it is someone's work)"
+    if user == INSTRUCTOR:
+        return None
+    match = re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/([^/]+)", ref)
+    if not match:
+        return f"{ref}: students push experiments only (dvc exp push); main and other branches are the instructor's"
+    if not match.group(1).startswith(user + "-"):
+        return (f"{ref}: experiment {match.group(1)!r} is not yours: name yours {user}-<idea> "
+                f"(dvc exp run -n {user}-<idea>)")
+    return None
+
+
+def pre_receive(stdin=sys.stdin, env=os.environ) -> int:
+    user, refused = env.get("REMOTE_USER", ""), 0
+    for line in stdin:
+        old, new, ref = line.split()
+        reason = ref_refusal(user, old, new, ref) if user else "pushes need a key: make class-join"
+        if reason:
+            print(f"✗ {reason}", file=sys.stderr)
+            refused += 1
+    return 1 if refused else 0
+
+
+HOOK = """#!/bin/sh
+# Written by the class store (dataops_kit.teach.gate): who may move which ref.
+exec {python} -m dataops_kit.teach.gate pre-receive
+"""
+
+
+# --- the HTTP door --------------------------------------------------------------------------------------
+
+def _error_xml(code: str, message: str) -> bytes:
+    from xml.sax.saxutils import escape
+
+    return (f"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>{code}</Code>"
+            f"<Message>{escape(message)}</Message></Error>\n").encode()
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads, block_on_close = False, True  # a stop waits for the requests in flight
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: nothing to log
+            super().handle_error(request, client_address)
+
+
+class Gate(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "dataops-class"
+    sys_version = ""
+    folder: Path
+    keys: Keys
+    upstream: tuple  # (host, port) of SeaweedFS's S3
+    log = None
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass  # refusals are logged where they happen; requests are not (the log stays still while idle)
+
+    def _say(self, text: str) -> None:
+        if self.log:
+            self.log(f"gate: {self.address_string()} {self.command} {self.path.split('?')[0]}: {text}")
+
+    def _body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+                if sum(map(len, chunks)) > MAX_OBJECT:
+                    raise Refused(413, "EntityTooLarge", f"at most {MAX_OBJECT >> 20} MB a request")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_OBJECT:
+            raise Refused(413, "EntityTooLarge", f"at most {MAX_OBJECT >> 20} MB a request")
+        return self.rfile.read(length) if length else b""
+
+    def _reply(self, status: int, body: bytes = b"", headers=(), head=False):
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
+        if not any(key.lower() == "content-length" for key, _ in headers):
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and not head:
+            self.wfile.write(body)
+
+    def _handle(self):
+        try:
+            body = self._body()
+            if self.path.startswith("/_class/"):
+                return self._enrol(body)
+            if self.path.startswith("/git/"):
+                return self._git(body)
+            return self._s3(body)
+        except Refused as refused:
+            if refused.status != 401:  # a 401 is git asking for the password: part of every push
+                self._say(f"refused {refused.status} {refused.code}: {refused}")
+            if self.path.startswith(("/_class/", "/git/")):
+                extra = [("WWW-Authenticate", 'Basic realm="class"')] if refused.status == 401 else []
+                return self._reply(refused.status, f"{refused}\n".encode(), [("Content-Type", "text/plain")] + extra)
+            return self._reply(refused.status, _error_xml(refused.code, str(refused)),
+                               [("Content-Type", "application/xml")], head=self.command == "HEAD")
+        except (ConnectionError, OSError) as error:
+            self._say(f"store unreachable: {error}")
+            try:
+                self._reply(503, _error_xml("ServiceUnavailable", "the class store is not running: tell the instructor"),
+                            [("Content-Type", "application/xml")], head=self.command == "HEAD")
+            except OSError:
+                pass
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    def _enrol(self, body: bytes):
+        if self.command == "GET" and self.path == "/_class/health":
+            return self._reply(200, b"ok\n", [("Content-Type", "text/plain")])
+        if self.command != "POST" or self.path != "/_class/join":
+            raise Refused(404, "NotFound", "no such page")
+        try:
+            name = json.loads(body or b"{}").get("student")
+        except (ValueError, AttributeError):
+            name = None
+        key = self.keys.enrol(name)
+        self._say(f"gave {name} a key")
+        self._reply(200, json.dumps(key).encode(), [("Content-Type", "application/json")])
+
+    def _s3(self, body: bytes):
+        name = signer(self.command, self.path, self.headers, body, self.keys)
+        policy(name, self.command, self.path, self.headers)
+        path = self.path.partition("?")[0]
+        if self.command == "PUT" and name != INSTRUCTOR:
+            reason = content_refusal(path, body)
+            if reason:
+                raise Refused(400, "BadDigest", reason)
+            status, headers, _ = self._forward("HEAD", path, b"")
+            if status == 200:  # already stored, with these very bytes (every write was checked): nothing to do
+                return self._reply(200, b"", [(k, v) for k, v in headers if k.lower() == "etag"])
+        status, headers, payload = self._forward(self.command, self.path, body)
+        self._reply(status, payload, headers, head=self.command == "HEAD")
+
+    def _forward(self, method: str, target: str, body: bytes):
+        """The request, signed with the gate's own key, to SeaweedFS: (status, headers, body)."""
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        keep = {k: v for k, v in self.headers.items() if k.lower() in (
+            "content-type", "content-md5", "range", "if-match", "if-none-match", "if-modified-since",
+            "x-amz-checksum-crc32", "x-amz-sdk-checksum-algorithm", "x-amz-copy-source")}
+        host, port = self.upstream
+        request = AWSRequest(method=method, url=f"http://{host}:{port}{target}", data=body, headers=keep)
+        admin = self.keys.data["admin"]
+        S3SigV4Auth(Credentials(admin["access_key_id"], admin["secret_access_key"]), "s3", "us-east-1").add_auth(request)
+        connection = http.client.HTTPConnection(host, port, timeout=120)
+        try:
+            connection.request(method, target, body=body or None, headers=dict(request.headers.items()))
+            response = connection.getresponse()
+            payload = response.read()
+        finally:
+            connection.close()
+        headers = [(k, v) for k, v in response.getheaders()
+                   if k.lower() not in ("connection", "transfer-encoding", "keep-alive", "server")]
+        if method != "HEAD":
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        return response.status, headers, payload
+
+    def _git(self, body: bytes):
+        """git's smart HTTP, to `git http-backend`, for a user with a key."""
+        path, _, query = self.path.partition("?")
+        if not path.startswith("/git/class.git/") or ".." in path:
+            raise Refused(404, "NotFound", "the class git remote is /git/class.git")
+        user = None
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                name, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                name, secret = "", ""
+            if self.keys.login(name, secret):
+                user = name
+        if user is None:
+            raise Refused(401, "Unauthorized", "the class git remote needs your key: make class-join STUDENT=<name>")
+        env = {"PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(self.folder), "GIT_HTTP_EXPORT_ALL": "1",
+               "PATH_INFO": path[len("/git"):], "QUERY_STRING": query, "REQUEST_METHOD": self.command,
+               "REMOTE_USER": user, "REMOTE_ADDR": self.client_address[0],
+               "CONTENT_TYPE": self.headers.get("Content-Type", ""), "CONTENT_LENGTH": str(len(body)),
+               "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(self.folder)}
+        for header, variable in (("Content-Encoding", "HTTP_CONTENT_ENCODING"), ("Git-Protocol", "GIT_PROTOCOL")):
+            if self.headers.get(header):
+                env[variable] = self.headers[header]
+        result = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=300)
+        head, _, payload = result.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, payload = result.stdout.partition(b"\n\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").splitlines():
+            key, _, value = line.partition(":")
+            if key.lower() == "status":
+                status = int(value.split()[0])
+            elif key:
+                headers.append((key.strip(), value.strip()))
+        if result.returncode and not result.stdout:
+            raise Refused(500, "GitFailed", result.stderr.decode(errors="replace")[-500:])
+        self._reply(status, payload, headers)
+
+
+# --- the process: SeaweedFS as a child, the gate in front ----------------------------------------------
+
+def quiet(stream, log_path: Path) -> None:
+    """Copy SeaweedFS's output to the log, without its info lines (a running store logs
+    a ring update every minute): warnings, errors and anything not glog-shaped."""
+    with open(log_path, "ab", buffering=0) as log:
+        for line in stream:
+            if not re.match(rb"I\d{4} ", line):
+                log.write(line)
+
+
+def run(folder: Path) -> int:
+    folder = folder.resolve()
+    config = json.loads((folder / "gate.json").read_text())
+    log_path = folder / "store.log"
+
+    def log(text):
+        with open(log_path, "a") as file:
+            file.write(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} {text}\n")
+    Gate.folder, Gate.keys, Gate.log = folder, Keys(folder), staticmethod(log)
+    Gate.upstream = ("127.0.0.1", config["upstream_port"])
+    server = Server((config["host"], config["port"]), Gate)  # first: a taken port ends here
+    weed = subprocess.Popen(config["weed"], cwd=folder / "secrets", stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    threading.Thread(target=quiet, args=(weed.stdout, log_path), daemon=True).start()
+
+    def stop(*_):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log(f"gate: listening on {config['host']}:{config['port']}, SeaweedFS (pid {weed.pid}) behind it")
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()  # waits for the requests in flight
+        # Every write came through the gate and has ended, so SeaweedFS holds no request.
+        # Its SIGTERM waits 15 s on its own filer's metadata stream: one second, then SIGKILL
+        # (what it has written is in the page cache, which a process's end does not lose).
+        weed.terminate()
+        try:
+            weed.wait(1)
+        except subprocess.TimeoutExpired:
+            weed.kill()
+            weed.wait()
+        os.sync()
+        for port in config["ports"].values():
+            for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                socket_file.unlink(missing_ok=True)
+        log("gate: stopped")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pre-receive"]:
+        return pre_receive()
+    return run(Path(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

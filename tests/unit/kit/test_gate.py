@@ -1,0 +1,180 @@
+"""dataops_kit.teach.gate and the leaderboard's checks, without a store: the AWS
+signature as botocore makes it, who may do what, which refs a student may move,
+and what a student's text may carry to the instructor's terminal."""
+
+import hashlib
+import time
+from email.message import Message
+
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from dataops_kit.teach import classroom, gate
+
+ADA = {"access_key_id": "DATAOPSADA", "secret_access_key": "ada-secret"}
+MD5 = hashlib.md5(b"model").hexdigest()
+OBJECT = f"/class/dvc/files/md5/{MD5[:2]}/{MD5[2:]}"
+
+
+class FakeKeys:  # the registry's one question: whose key is this (no file needed)
+    data = {"admin": {"access_key_id": "ADMIN", "secret_access_key": "admin-secret"}, "students": {"ada": ADA}}
+
+    def owner(self, access_key_id):
+        return gate.Keys.owner(self, access_key_id)
+
+
+def signed(method, target, body=b"", key=ADA, **headers):
+    """A request as botocore signs it for a client of the gate at 127.0.0.1:9."""
+    request = AWSRequest(method=method, url=f"http://127.0.0.1:9{target}", data=body, headers=headers)
+    S3SigV4Auth(Credentials(key["access_key_id"], key["secret_access_key"]), "s3", "us-east-1").add_auth(request)
+    message = Message()
+    message["Host"] = "127.0.0.1:9"
+    for name, value in request.headers.items():
+        message[name] = value
+    return message
+
+
+@pytest.mark.parametrize("target", [OBJECT, "/class?list-type=2&prefix=dvc%2Ffiles%2F&max-keys=1000", "/class/"])
+def test_a_request_botocore_signed_is_the_signer_s(target):
+    assert gate.signer("GET", target, signed("GET", target), b"", FakeKeys()) == "ada"
+
+
+def test_the_admin_key_is_the_instructor_s():
+    headers = signed("DELETE", OBJECT, key=FakeKeys.data["admin"])
+    assert gate.signer("DELETE", OBJECT, headers, b"", FakeKeys()) == gate.INSTRUCTOR
+
+
+@pytest.mark.parametrize("change, code", [
+    (lambda h, t, b: (h, t.replace(MD5[2:], "0" * 30), b), "SignatureDoesNotMatch"),  # another object
+    (lambda h, t, b: (h, t, b"evil"), "XAmzContentSHA256Mismatch"),  # another body
+    (lambda h, t, b: (signed("PUT", t, b, key={**ADA, "secret_access_key": "guess"}), t, b), "SignatureDoesNotMatch"),
+    (lambda h, t, b: (signed("PUT", t, b, key={"access_key_id": "NOBODY", "secret_access_key": "x"}), t, b),
+     "InvalidAccessKeyId"),
+    (lambda h, t, b: (Message(), t, b), "AccessDenied"),  # anonymous
+    (lambda h, t, b: (h, t + "?X-Amz-Signature=00&X-Amz-Credential=DATAOPSADA", b), "AccessDenied"),  # presigned
+])
+def test_a_tampered_or_unsigned_request_is_refused(change, code):
+    body = b"model"
+    headers, target, body = change(signed("PUT", OBJECT, body), OBJECT, body)
+    with pytest.raises(gate.Refused) as refused:
+        gate.signer("PUT", target, headers, body, FakeKeys())
+    assert refused.value.code == code
+
+
+def test_an_old_signature_is_refused():
+    headers = signed("GET", OBJECT)
+    with pytest.raises(gate.Refused, match="15 minutes"):
+        gate.signer("GET", OBJECT, headers, b"", FakeKeys(), now=time.time() + 3600)
+
+
+@pytest.mark.parametrize("method, target, headers, allowed", [
+    ("GET", OBJECT, {}, True),
+    ("HEAD", OBJECT, {}, True),
+    ("GET", "/class?list-type=2&prefix=dvc", {}, True),
+    ("PUT", OBJECT, {}, True),
+    ("PUT", OBJECT + ".dir", {}, True),
+    ("DELETE", OBJECT, {}, False),
+    ("POST", "/class?delete", {}, False),  # DeleteObjects
+    ("DELETE", "/class", {}, False),  # DeleteBucket
+    ("PUT", "/class", {}, False),  # CreateBucket
+    ("PUT", "/other/x", {}, False),
+    ("PUT", "/class/leaderboard.json", {}, False),
+    ("PUT", "/class/dvc/files/md5/../../x", {}, False),
+    ("PUT", OBJECT + "?partNumber=1&uploadId=1", {}, False),  # multipart
+    ("POST", OBJECT + "?uploads", {}, False),
+    ("PUT", OBJECT, {"x-amz-copy-source": "class/x"}, False),
+    ("PUT", OBJECT + "?acl", {}, False),
+    ("GET", "/class?acl", {}, False),
+])
+def test_a_student_may_read_list_and_add_named_objects_only(method, target, headers, allowed):
+    if allowed:
+        gate.policy("ada", method, target, headers)
+    else:
+        with pytest.raises(gate.Refused):
+            gate.policy("ada", method, target, headers)
+    gate.policy(gate.INSTRUCTOR, method, target, headers)  # the admin key may do anything
+
+
+def test_an_object_s_bytes_must_have_the_md5_of_its_name():
+    assert gate.content_refusal(OBJECT, b"model") is None
+    assert "md5" in gate.content_refusal(OBJECT, b"another model")
+
+
+EXP = "refs/exps/ab/" + "c" * 38
+
+
+@pytest.mark.parametrize("user, old, new, ref, refused", [
+    ("ada", gate.ZERO, "1" * 40, f"{EXP}/ada-forest", None),
+    ("ada", "1" * 40, "2" * 40, f"{EXP}/ada-forest", None),  # her own, even forced
+    ("bob", "1" * 40, "2" * 40, f"{EXP}/ada-forest", "not yours"),  # a force-push over hers
+    ("bob", gate.ZERO, "2" * 40, f"{EXP}/ada-seed7", "not yours"),  # her name
+    ("bob", gate.ZERO, "2" * 40, f"{EXP}/adam-x", "not yours"),
+    ("bob", "1" * 40, gate.ZERO, f"{EXP}/ada-forest", "deletes"),  # dvc exp remove -g
+    ("ada", "1" * 40, gate.ZERO, f"{EXP}/ada-forest", "deletes"),
+    ("ada", "1" * 40, "2" * 40, "refs/heads/main", "instructor"),
+    ("ada", gate.ZERO, "2" * 40, "refs/tags/v1", "instructor"),
+    (gate.INSTRUCTOR, "1" * 40, "2" * 40, "refs/heads/main", None),
+    (gate.INSTRUCTOR, "1" * 40, gate.ZERO, "refs/heads/main", "deletes"),
+])
+def test_a_student_moves_only_experiments_named_after_them(user, old, new, ref, refused):
+    reason = gate.ref_refusal(user, old, new, ref)
+    assert reason is None if refused is None else refused in reason
+
+
+def test_the_hook_refuses_a_push_with_no_user_and_names_every_refusal(capsys):
+    lines = [f"{gate.ZERO} {'1' * 40} {EXP}/ada-x\n", f"{'1' * 40} {gate.ZERO} refs/heads/main\n"]
+    assert gate.pre_receive(lines, {"REMOTE_USER": "ada"}) == 1
+    assert capsys.readouterr().err.count("✗") == 1
+    assert gate.pre_receive(lines[:1], {}) == 1
+    assert gate.pre_receive(lines[:1], {"REMOTE_USER": "ada"}) == 0
+
+
+@pytest.mark.parametrize("name", ["Ada", "ada-x", "", "a" * 21, "instructor", "1ada", "ada\x1b", None, 3])
+def test_a_student_name_is_checked(name, tmp_path):
+    with pytest.raises(gate.Refused):
+        gate.Keys(tmp_path).enrol(name)
+
+
+def test_a_name_gets_one_key_once_and_the_file_stays_private(tmp_path):
+    keys = gate.Keys(tmp_path)
+    key = keys.enrol("ada")
+    assert keys.owner(key["access_key_id"]) == ("ada", key["secret_access_key"])
+    assert keys.login("ada", key["secret_access_key"]) and not keys.login("ada", "guess")
+    with pytest.raises(gate.Refused, match="already has a key"):
+        gate.Keys(tmp_path).enrol("ada")
+    assert oct((tmp_path / "keys.json").stat().st_mode)[-3:] == "600"
+    (tmp_path / "roster.txt").write_text("bob\ncat\n")
+    with pytest.raises(gate.Refused, match="roster"):
+        keys.enrol("dan")
+    assert keys.enrol("bob")
+
+
+@pytest.mark.parametrize("metrics, reason", [
+    ({"accuracy": 0.9, "f1_macro": 0.88}, None),
+    ({"accuracy": 1, "f1_macro": 1.0}, None),
+    ({"accuracy": 1e9, "f1_macro": 0.9}, "accuracy is 1000000000.0: not a number between 0 and 1"),
+    ({"accuracy": "best", "f1_macro": 0.9}, "accuracy is 'best'"),
+    ({"accuracy": float("nan"), "f1_macro": 0.9}, "accuracy is nan"),
+    ({"accuracy": True, "f1_macro": 0.9}, "accuracy is True"),
+    ({"accuracy": 0.9, "f1_macro": -0.1}, "f1_macro is -0.1"),
+    ({}, "its reports/metrics.json cannot be read"),
+    ({"f1_macro": 0.9}, "accuracy is None"),
+])
+def test_a_metric_is_a_finite_number_in_range(metrics, reason):
+    found = classroom.metric_refusal(metrics)
+    assert found is None if reason is None else found.startswith(reason)
+
+
+def test_a_lock_output_not_named_by_an_md5_is_refused():
+    lock = {"stages": {"evaluate": {"outs": [{"path": "reports/metrics.json", "md5": "xx/../../secret.json"}]}}}
+    assert "'xx/../../secret.json' as the md5 of reports/metrics.json: refused" in classroom.lock_refusal(lock)
+    assert classroom.lock_refusal({"stages": {"e": {"outs": [{"path": "m", "md5": MD5}]}}}) is None
+
+
+@pytest.mark.parametrize("text", ["\x1b]0;PWNED-TITLE\x07", "\x1b[2J", "a\u202eb", "line\nbreak", "\x9b31m"])
+def test_student_text_reaches_the_terminal_without_control_characters(text):
+    shown = classroom.clean(text)
+    assert not any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 or c == "\u202e" for c in shown)
+    assert len(classroom.clean("x" * 500, 60)) == 60
