@@ -147,7 +147,6 @@ def simulate(students: int, folder: Path, fault: bool = False, workers: int = No
         figures["experiments on the class remote"] = len(
             sh("dvc exp list class --all-commits --name-only", cwd=instructor).stdout.split())
         figures["push throughput, experiments/s"] = students / figures["push wall, s"]
-        figures["instructor"] = str(instructor)
         return figures
     finally:
         if not keep_running:
@@ -176,8 +175,8 @@ CORRECT = ("retries failed", "missing after pull", "md5 mismatches in the instru
 def render(results: dict) -> str:
     """The instructors' page of figures, from class-results.json alone: none typed by hand."""
     runs = results["runs"]
-    keys = [key for key in runs[0] if key not in ("students", "fault", "instructor")]
-    keys += [key for key in runs[1] if key not in keys and key not in ("students", "fault", "instructor")]
+    keys = [key for key in runs[0] if key not in ("students", "fault")]
+    keys += [key for key in runs[1] if key not in keys and key not in ("students", "fault")]
     lines = ["# The class store under load: results", "",
              f"Written by `make class-bench` from `kit/bench/class-results.json`; do not edit. {results['machine']}. "
              f"{runs[0]['students']} simulated students, each with their own key and home, on this one machine "
@@ -213,8 +212,7 @@ def main() -> int:
                 shutil.rmtree(folder, ignore_errors=True)
         width = max(map(len, runs[-1]))
         for key, value in runs[-1].items():
-            if key != "instructor":
-                print(f"{key:<{width}}  {value:.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+            print(f"{key:<{width}}  {value:.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     results = {"machine": f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}", "runs": runs}
     args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     if args.json == RESULTS:

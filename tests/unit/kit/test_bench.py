@@ -20,6 +20,17 @@ def test_the_docs_figures_are_the_results_file_rendered():
     assert bench.PAGE.read_text() == bench.render(json.loads(bench.RESULTS.read_text()))
 
 
+def test_the_class_store_figures_are_its_results_file_rendered():
+    """docs/instructors/class-bench-results.md is kit/bench/class-results.json, rendered, and
+    its correctness rows are zero in both runs, with exactly half the class failing under the fault."""
+    class_bench = load("class_bench")
+    results = json.loads(class_bench.RESULTS.read_text())
+    assert class_bench.PAGE.read_text() == class_bench.render(results)
+    calm, fault = results["runs"]
+    assert all(run[key] == 0 for run in results["runs"] for key in class_bench.CORRECT)
+    assert calm["pushes failed"] == 0 and fault["pushes failed"] == fault["students"] - fault["students"] // 2
+
+
 def test_suite_cpu_names_each_process_and_counts_it_for_the_test_it_started_in():
     suite_cpu = load("suite_cpu")
     test = "tests/test_pipeline.py::test_x (call)"

@@ -429,6 +429,7 @@ def leaderboard(repo: Path, html_path: Path, say=print) -> list:
 def hints(folder: Path) -> list:
     """What the instructor hands out after `make class-remote`: each line a command, run as printed."""
     return [f"make class-join CLASS={folder.resolve()} STUDENT=<name>",
+            "dvc pull",
             "dvc exp run -n <name>-<idea> -S train.model=random_forest",
             f"dvc exp push {REMOTE} <name>-<idea>"]
 
