@@ -34,7 +34,7 @@ def _pins(name):
             if "==" in line and not line.startswith(" ")}
 
 
-CLASS_FILES = {"classroom.py", "class_bench.py", "test_classroom.py"}
+CLASS_FILES = {"classroom.py", "gate.py", "class_bench.py", "test_classroom.py", "test_gate.py"}
 
 
 def _imported():
