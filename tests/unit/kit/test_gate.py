@@ -189,3 +189,26 @@ def test_student_text_reaches_the_terminal_without_control_characters(text):
     shown = classroom.clean(text)
     assert not any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 or c == "\u202e" for c in shown)
     assert len(classroom.clean("x" * 500, 60)) == 60
+
+
+def test_the_gate_answers_a_malformed_or_oversized_request_in_one_line_and_closes(tmp_path):
+    """A request the gate cannot read gets an S3 error and the connection ends (its body is never read)."""
+    import http.client
+    import threading
+
+    gate.Gate.folder, gate.Gate.keys, gate.Gate.log = tmp_path, gate.Keys(tmp_path), None
+    server = gate.Server(("127.0.0.1", 0), gate.Gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for length, code in (("many", b"InvalidRequest"), (str(gate.MAX_OBJECT + 1), b"EntityTooLarge")):
+            connection = http.client.HTTPConnection(*server.server_address, timeout=10)
+            connection.putrequest("PUT", OBJECT)
+            connection.putheader("Content-Length", length)
+            connection.endheaders()
+            answer = connection.getresponse()
+            assert answer.status in (400, 413) and code in answer.read()
+            assert answer.getheader("Connection") == "close"
+            connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()

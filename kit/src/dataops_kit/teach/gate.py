@@ -274,7 +274,10 @@ class Gate(http.server.BaseHTTPRequestHandler):
                 self.rfile.readline()
                 if sum(map(len, chunks)) > MAX_OBJECT:
                     raise Refused(413, "EntityTooLarge", f"at most {MAX_OBJECT >> 20} MB a request")
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise Refused(400, "InvalidRequest", "Content-Length is not a number") from None
         if length > MAX_OBJECT:
             raise Refused(413, "EntityTooLarge", f"at most {MAX_OBJECT >> 20} MB a request")
         return self.rfile.read(length) if length else b""
@@ -285,6 +288,8 @@ class Gate(http.server.BaseHTTPRequestHandler):
             self.send_header(key, value)
         if not any(key.lower() == "content-length" for key, _ in headers):
             self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if body and not head:
             self.wfile.write(body)
@@ -298,6 +303,8 @@ class Gate(http.server.BaseHTTPRequestHandler):
                 return self._git(body)
             return self._s3(body)
         except Refused as refused:
+            if refused.status in (400, 413):  # the body may be unread or half read: this connection ends
+                self.close_connection = True
             if refused.status != 401:  # a 401 is git asking for the password: part of every push
                 self._say(f"refused {refused.status} {refused.code}: {refused}")
             if self.path.startswith(("/_class/", "/git/")):
