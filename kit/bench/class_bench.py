@@ -60,7 +60,8 @@ def sh(args, cwd, check=True, home=None):
 
 
 def clone(source, destination, class_dir, student=None):
-    sh(["git", "clone", "-q", str(source), str(destination)], cwd=destination.parent)
+    sh(["git", "clone", "-q", str(source), str(destination)], cwd=destination.parent,
+       home=destination.parent / "home" / destination.name)  # the student's home, inside the bench's folder
     (destination / ".venv").symlink_to(VENV_BIN.parent)
     install_workspace(destination)
     sh([str(VENV_BIN / "python"), "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(class_dir),

@@ -72,7 +72,7 @@ def _answers(url: str) -> bool:
     try:
         urllib.request.urlopen(url, timeout=1)
     except urllib.error.HTTPError:
-        return True  # 403 without credentials: the S3 API is up
+        return True  # an answer, even an error: something listens there
     except OSError:
         return False
     return True
