@@ -9,7 +9,7 @@ endif
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.9
-# Stage commands in dvc.yaml say `python`: make it the venv's.
+# The venv's commands first (dvc, dataops-run, jupyter, pytest).
 export PATH := $(BIN):$(PATH)
 export JUPYTER_PLATFORM_DIRS := 1
 
@@ -53,8 +53,9 @@ $(VENV)/.installed: requirements.txt $(KIT)
 	@# A uv cut short by Ctrl-C may be there but not run: install it again then.
 	$(BIN)/uv --version 2>/dev/null | grep -qE '^uv $(UV_VERSION)( |$$)' || \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --force-reinstall uv==$(UV_VERSION)
-	@# Scripts name the venv's real path: a workspace sharing it may go away.
-	$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode -r requirements.txt
+	@# Scripts name the venv's real path: a workspace sharing it may go away. dvc is
+	@# reinstalled, so its command is pip's even where an older toolkit rewrote it.
+	$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode --reinstall-package dvc -r requirements.txt
 	$(if $(KIT),$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode --reinstall-package dataops-kit ./kit)
 	PYTHONPATH=src $(BIN)/python -m dataops_kit.install
 	touch $@

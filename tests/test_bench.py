@@ -14,7 +14,7 @@ def test_benchmark_smoke_run_fills_every_row(tmp_path):
     result = run(f"python kit/bench/bench.py --repeat 1 --sweep-repeat 1 --sizes 1000 --json {out}", cwd=REPO)
     table = json.loads(out.read_text())
     expected = {"pipeline, notebooks: dvc repro --force", "pipeline, scripts: dvc repro --force",
-                "no-op dvc repro", "no-op stock python -m dvc repro", "one-parameter change (process.test_size): dvc repro",
+                "no-op dvc repro", "no-op python -m dvc repro", "one-parameter change (process.test_size): dvc repro",
                 "nbval on the stage notebooks", "git status after touching every notebook",
                 "sweep    1000 rows, notebooks", "sweep    1000 rows, scripts"}
     expected |= {f"{nb.stem}, {kind}" for nb in sorted((REPO / "notebooks").glob("0*.ipynb"))
@@ -24,5 +24,6 @@ def test_benchmark_smoke_run_fills_every_row(tmp_path):
     assert "pipeline, notebooks / scripts" in table["derived"]
     assert "| no-op dvc repro |" in result.stdout
     # Each target is judged, in the JSON and in the printed page.
-    assert set(table["targets"]) == set(load("bench").TARGETS)
+    targets = load("bench").TARGETS
+    assert {key for key in targets if any(key in name for name in table["targets"])} == set(targets)
     assert result.stdout.count("| met |") + result.stdout.count("| **missed** |") == len(table["targets"])

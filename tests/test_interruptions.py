@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -13,12 +12,23 @@ OUTPUTS = ["data/processed/train.csv", "models/model.skops", "reports/metrics.js
 
 
 @pytest.fixture
-def slow_training(workspace):
-    """Training that lasts 5 s, recorded in dvc.lock: an interruption or a
-    second terminal lands during it however loaded the machine is."""
-    edit_cell(workspace, "03_train_model.ipynb", "model = MODELS", "import time\ntime.sleep(5)\nmodel = MODELS")
+def slow_training(workspace, tmp_path):
+    """Training that, while the FIFO `hold` exists, waits in its cell [3] until the test writes to it
+    (recorded in dvc.lock first): an interruption or a second terminal lands inside that cell
+    however fast or loaded the machine is. Returns the workspace and the FIFO's path."""
+    hold = tmp_path / "hold"
+    edit_cell(workspace, "03_train_model.ipynb", "model = MODELS",
+              f"import os\nif os.path.exists({str(hold)!r}):\n    open({str(hold)!r}).read()\nmodel = MODELS")
     run("dvc repro", cwd=workspace)
-    return workspace
+    os.mkfifo(hold)
+    return workspace, hold
+
+
+def release(hold):
+    """Let the held cell go on (it reads to the end of what is written), and hold nothing more."""
+    with open(hold, "w") as fifo:
+        fifo.write("go")
+    hold.unlink()
 
 
 def start(cmd, root):
@@ -28,7 +38,7 @@ def start(cmd, root):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     for line in process.stdout:
-        if "train_model [3/" in line:  # the 5 s fit of slow_training
+        if "train_model [3/" in line:  # the held cell of slow_training
             return process
     raise AssertionError(f"training never started: {process.wait()}")
 
@@ -58,15 +68,16 @@ def test_a_notebook_naming_a_missing_kernel_fails_with_one_line(workspace):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_training_then_repro_gives_the_uninterrupted_outputs(slow_training, sig):
-    workspace = slow_training
+    workspace, hold = slow_training
     good = {out: locked_md5(workspace, out) for out in OUTPUTS}
     process = start("dvc repro --single-item --force train_model", workspace)
     os.killpg(process.pid, sig)
+    output = process.stdout.read()
     process.wait(timeout=60)
-    assert process.returncode != 0
-    # Ctrl-C: the runner stops its kernel before it exits; the preloaded process
-    # (dataops_kit.runner.kernel) follows dvc within a moment. kill -9 gives the runner no
-    # chance; the kernel notices its parent is gone within a second or so.
+    assert process.returncode != 0, output
+    hold.unlink()
+    # Ctrl-C: the runner stops its kernel before it exits. kill -9 gives the runner no
+    # chance; the kernel (ipykernel's parent poller) notices its parent is gone within a second or so.
     assert kernels_in(workspace, wait=1 if sig == signal.SIGINT else 5) == []
     if sig == signal.SIGINT:  # the runner puts the last good outputs back itself
         assert {out: md5(workspace / out) for out in OUTPUTS} == good
@@ -78,15 +89,15 @@ def test_interrupted_training_then_repro_gives_the_uninterrupted_outputs(slow_tr
 
 @pytest.mark.parametrize("second", ["dvc repro", "dvc exp run"])
 def test_second_run_while_one_runs_fails_fast_and_harms_nothing(slow_training, second):
-    workspace = slow_training
+    workspace, hold = slow_training
     good = {out: locked_md5(workspace, out) for out in OUTPUTS}
     first = start("dvc repro --single-item --force train_model", workspace)
-    started = time.perf_counter()
-    result = run(second, cwd=workspace, check=False)
-    elapsed = time.perf_counter() - started
+    # The first is held in its cell until release(): a second run that waited for it would never return.
+    result = run(second, cwd=workspace, check=False, timeout=300)
+    assert first.poll() is None, "the first run should still be held"
+    release(hold)
     first.stdout.read()
     assert first.wait(timeout=300) == 0
     assert result.returncode != 0
     assert "is busy" in result.stdout + result.stderr
-    assert elapsed < 30, "the second run waited instead of failing fast"
     assert {out: md5(workspace / out) for out in OUTPUTS} == good

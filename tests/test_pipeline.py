@@ -117,3 +117,15 @@ def test_dvc_sends_no_analytics_and_checks_for_no_updates(clone):
     env = {"CI": "", "DVC_NO_ANALYTICS": ""}
     assert "Analytics is disabled." in run("dvc status -v", cwd=clone, env=env).stdout
     assert "Check for update is disabled." in run("dvc version -v", cwd=clone, env=env).stdout
+
+
+def test_dvc_add_move_and_remove_work_as_dvcs_own_get_started_shows(workspace):
+    """The dvc a student runs is the one pip installs: DVC's first steps beyond the lessons work here too."""
+    (workspace / "data" / "extra.csv").write_text("a,b\n1,2\n")
+    run("dvc add data/extra.csv", cwd=workspace)
+    assert (workspace / "data/extra.csv.dvc").exists()
+    run("dvc move data/extra.csv data/more.csv", cwd=workspace)
+    assert (workspace / "data/more.csv.dvc").exists() and not (workspace / "data/extra.csv.dvc").exists()
+    run("dvc remove data/more.csv.dvc", cwd=workspace)
+    assert not (workspace / "data/more.csv.dvc").exists()
+    assert "up to date" in run("dvc status", cwd=workspace).stdout

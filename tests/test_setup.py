@@ -3,9 +3,11 @@ time, and a copied or moved workspace runs its own code and repairs its venv."""
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,9 +20,10 @@ def make(root, *targets, env=None):
     return subprocess.run(["make", *targets], cwd=root, env=env or new_machine_env(), capture_output=True, text=True)
 
 
-def interrupt_make_when(root, ready, timeout=120):
+def interrupt_make_when(root, ready, timeout=120, python=None):
     """Start `make setup`, press Ctrl-C (to the whole process group, as a terminal does) once `ready()` holds."""
-    process = subprocess.Popen(["make", "setup"], cwd=root, env=new_machine_env(), start_new_session=True,
+    process = subprocess.Popen(["make", "setup", *([f"PYTHON={python}"] if python else [])], cwd=root,
+                               env=new_machine_env(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while not ready() and process.poll() is None and time.monotonic() < deadline:
@@ -30,14 +33,31 @@ def interrupt_make_when(root, ready, timeout=120):
     process.wait(timeout=60)
 
 
+def python_held_inside_venv(folder: Path) -> tuple:
+    """A python3 that, asked for `-m venv`, makes the venv's interpreter but no pip yet, then waits:
+    `python -m venv` held at a point the test picks. Returns its path and the file it touches then."""
+    held = folder / "held"
+    wrapper = folder / "python3"
+    wrapper.write_text(f"""#!/bin/sh
+if [ "$1 $2" = "-m venv" ]; then
+  {shlex.quote(os.path.realpath(sys.executable))} -m venv --without-pip "$3" && touch {shlex.quote(str(held))} && exec sleep 600
+fi
+exec {shlex.quote(os.path.realpath(sys.executable))} "$@"
+""")
+    wrapper.chmod(0o755)
+    return wrapper, held
+
+
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """A clone whose first `make` was interrupted three times: inside `python -m venv`, then
     after the venv was complete, then during the package install; then `make` ran to the end."""
-    root = make_clone(tmp_path_factory.mktemp("setup") / "ws", share_venv=False)
+    base = tmp_path_factory.mktemp("setup")
+    root = make_clone(base / "ws", share_venv=False)
     venv = root / ".venv"
-    interrupt_make_when(root, lambda: (venv / "bin" / "python").exists())
-    assert not (venv / "bin" / "pip").exists(), "the first interruption should land inside `python -m venv`"
+    python, held = python_held_inside_venv(base)
+    interrupt_make_when(root, held.exists, python=python)
+    assert (venv / "bin" / "python").exists() and not (venv / "bin" / "pip").exists()
     interrupt_make_when(root, lambda: (venv / ".made-in").exists())
     interrupt_make_when(root, lambda: (venv / "bin" / "uv").exists())
     result = make(root)
@@ -50,6 +70,17 @@ def test_make_interrupted_at_any_point_finishes_the_next_time(made):
     assert "✓ evaluate" in result.stdout
     assert "pipeline's inputs" not in result.stdout
     assert subprocess.run([root / ".venv/bin/dvc", "version"], cwd=root, capture_output=True).returncode == 0
+
+
+def test_the_dvc_command_is_pips_and_the_next_make_undoes_an_older_toolkits_rewrite(made):
+    root, _ = made
+    dvc = root / ".venv/bin/dvc"
+    assert "from dvc.cli import main" in dvc.read_text() and "dataops" not in dvc.read_text()
+    dvc.write_text(dvc.read_text().replace("import sys\n", "import sys\nimport dataops_kit.runner.dvclock\n", 1))
+    (root / "kit/src/dataops_kit/install.py").touch()  # as after a pull of this toolkit
+    result = make(root, "setup")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "from dvc.cli import main" in dvc.read_text() and "dataops" not in dvc.read_text()
 
 
 def test_make_in_a_workspace_sharing_the_venv_leaves_it_working_after_that_workspace_goes(made, tmp_path):
@@ -115,6 +146,7 @@ def test_make_in_a_copy_with_its_own_venv_first_on_path_gets_a_venv_of_its_own(m
     assert f"Making .venv for {copy}" in result.stdout
     assert (copy / ".venv/.made-in").read_text().strip() == str(copy)
     unactivated = new_machine_env()  # the venv's dvc, typed by its path, nothing activated
-    result = subprocess.run([copy / ".venv/bin/dvc", "repro", "--force", "--single-item", "process_data"], cwd=copy,
-                            env=unactivated, capture_output=True, text=True)
-    assert result.returncode == 0 and "✓ process_data" in result.stdout, result.stdout + result.stderr
+    for dvc in ([copy / ".venv/bin/dvc"], [copy / ".venv/bin/python", "-m", "dvc"]):
+        result = subprocess.run([*dvc, "repro", "--force", "--single-item", "process_data"], cwd=copy,
+                                env=unactivated, capture_output=True, text=True)
+        assert result.returncode == 0 and "✓ process_data" in result.stdout, result.stdout + result.stderr

@@ -41,18 +41,18 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("0*.ipynb"))
 # The targets, on a 2-core machine, keyed by a row or derived figure. Ratios are
 # within one run: the machine drifts between runs, never inside one.
 TARGETS = {
-    "pipeline, notebooks / scripts": 0.85,
-    "no-op dvc repro / stock python -m dvc repro": 1.1,
-    "peak memory (PSS MB), notebooks: dvc repro --force": 400,
-    # The previous design (a stock first kernel beside the zygote), same bench: 5.21 s / 5.95 s.
-    "one-parameter change / full repro, notebooks": 0.88,
+    "pipeline, notebooks / scripts": 1.3,
+    "notebook - script (s)": 0.4,  # each stage, run alone
+    "one-parameter change / full repro, notebooks": 0.9,
+    "peak memory (PSS MB), notebooks: dvc repro --force": 354,  # the preloaded kernel's, before it went
+    "no-op dvc repro / python -m dvc repro": 1.1,
     "git status after touching every notebook": 1.0,
 }
 
 
 def pss(pid: int) -> int:
     """Proportional set size in bytes: a page shared by n processes counts 1/n in each,
-    so a zygote and its forks count their shared libraries once in all."""
+    so libraries mapped by several processes count once in all."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as rollup:
             for line in rollup:
@@ -70,23 +70,13 @@ def measure(cmd, cwd, env):
     process = psutil.Popen(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak, done = 0, threading.Event()
-    seen, zygotes = set(), []
 
     def sample():
         nonlocal peak
         while not done.is_set():
             try:
-                tree = {p.pid: p for p in [process, *process.children(recursive=True)]}
-                # The preloaded kernel process (dataops_kit.runner.kernel --zygote) leaves the tree
-                # when the stage that started it ends; it and its forked kernels still count.
-                for pid in tree.keys() - seen:
-                    seen.add(pid)
-                    if "--zygote" in tree[pid].cmdline():
-                        zygotes.append(tree[pid])
-                for zygote in zygotes:
-                    if zygote.is_running():
-                        tree |= {p.pid: p for p in [zygote, *zygote.children(recursive=True)]}
-                peak = max(peak, sum(pss(pid) for pid in tree))
+                tree = [process, *process.children(recursive=True)]
+                peak = max(peak, sum(pss(p.pid) for p in tree))
             except psutil.Error:
                 pass
             time.sleep(0.1)  # reading smaps_rollup walks page tables: sampled sparingly
@@ -150,8 +140,8 @@ def render(results: dict) -> str:
     lines = ["# Bench results", "",
              f"Written by `make bench` from `kit/bench/results.json`; do not edit. {results['machine']}; "
              f"{results['repeat']} run(s) of each row, {results['sweep_repeat']} per size in the sweep. "
-             "Seconds of wall time; peak memory is PSS over the whole process tree (DVC, runners, kernels, "
-             "the preloaded kernel and its forks), shared pages counted once.", "",
+             "Seconds of wall time; peak memory is PSS over the whole process tree (DVC, runners, kernels), "
+             "shared pages counted once.", "",
              "| what | median s | min s | max s | peak MB |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {name} | {row['median']:.2f} | {row['min']:.2f} | {row['max']:.2f} | {row['peak_mb']:.0f} |"
               for name, row in results["rows"].items()]
@@ -163,7 +153,7 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def _arguments():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sweep-repeat", type=int, default=3, help="runs per size in the scale sweep")
@@ -174,82 +164,88 @@ def main() -> int:
                         help="rows of the synthetic data set for the scale sweep (comma-separated)")
     parser.add_argument("--native", action="store_true",
                         help="run without the same-bytes pins (OpenBLAS kernel and threads, glibc's libm)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="dataops-bench-"))
+
+def _workspaces(work: Path, native: bool):
+    """Two clones, one with notebooks and one with the same code as scripts, and their environments."""
+    nb_root, py_root = make_clone(work / "notebooks-ws"), make_clone(work / "scripts-ws")
+    scripts_workspace(py_root)
+    env_nb = {**os.environ, **workspace_env(nb_root)}
+    # The scripts stand in for stages: they write the pipeline's files, not scratch/.
+    env_py = {**os.environ, **workspace_env(py_root), "DATAOPS_STAGE": "script"}
+    if native:
+        # The same kernel without its "env", found first through JUPYTER_PATH.
+        spec = json.loads((Path(sys.prefix) / "share/jupyter/kernels" / KERNEL / "kernel.json").read_text())
+        spec.pop("env", None)
+        folder = work / "jupyter" / "kernels" / KERNEL
+        folder.mkdir(parents=True)
+        (folder / "kernel.json").write_text(json.dumps(spec))
+        env_nb["JUPYTER_PATH"] = str(work / "jupyter")
+    else:
+        env_py |= same_bytes_env()  # the scripts compute as the kernel does
+    return nb_root, py_root, env_nb, env_py
+
+
+def _pipeline_rows(n, nb_root, py_root, env_nb, env_py) -> dict:
+    rows = repeat(n, {"pipeline, notebooks: dvc repro --force": ("dvc repro --force", nb_root, env_nb),
+                      "pipeline, scripts: dvc repro --force": ("dvc repro --force", py_root, env_py)})
+    for notebook in NOTEBOOKS:
+        stage = notebook.stem
+        rows |= repeat(n, {
+            f"{stage}, notebook": (f"python -m dataops_kit.runner.stage notebooks/{notebook.name}", nb_root, env_nb),
+            f"{stage}, script": (f"python ../scripts/{stage}.py", py_root / "notebooks", env_py)})
+    # The dvc command against python -m dvc: both are DVC as pip installs it.
+    # A second each: ten of each, or the machine's noise decides the ratio.
+    rows |= repeat(max(n, 10) if n >= 3 else n, {"no-op dvc repro": ("dvc repro", nb_root, env_nb),
+                                                 "no-op python -m dvc repro": ("python -m dvc repro", nb_root, env_nb)})
+    # What a student waits for after changing one knob: process, train and evaluate rerun.
+    # Each run sets a value not run before, or DVC's run cache would restore the outputs.
+    # Steps of 0.01 (1.5 of iris's 150 rows), so each value changes the split and all three stages rerun.
+    sizes = iter(round(0.25 + i / 100, 2) for i in range(45))
+    rows |= repeat(n, {"one-parameter change (process.test_size): dvc repro": ("dvc repro", nb_root, env_nb)},
+                   before=lambda: set_param(nb_root, "process.test_size", next(sizes)))
+    subprocess.run("git checkout -q params.yaml && dvc repro -q", shell=True, cwd=nb_root, env=env_nb, check=True)
+    rows |= repeat(n, {"nbval on the stage notebooks": (
+        "pytest --nbval-lax -q -p no:cacheprovider notebooks", nb_root, env_nb)})
+
+    def touch_notebooks():
+        for notebook in (nb_root / "notebooks").glob("*.ipynb"):
+            notebook.touch()
+    return rows | repeat(n, {"git status after touching every notebook": ("git status --porcelain", nb_root, env_nb)},
+                         before=touch_notebooks)
+
+
+def _sweep_rows(args, nb_root, py_root, env_nb, env_py) -> dict:
     rows = {}
-    try:
-        nb_root = make_clone(work / "notebooks-ws")
-        py_root = make_clone(work / "scripts-ws")
-        scripts_workspace(py_root)
-        env_nb = {**os.environ, **workspace_env(nb_root)}
-        # The scripts stand in for stages: they write the pipeline's files, not scratch/.
-        env_py = {**os.environ, **workspace_env(py_root), "DATAOPS_STAGE": "script"}
-        if args.native:
-            # The same kernel without its "env", found first through JUPYTER_PATH.
-            spec = json.loads((Path(sys.prefix) / "share/jupyter/kernels" / KERNEL / "kernel.json").read_text())
-            spec.pop("env", None)
-            native = work / "jupyter" / "kernels" / KERNEL
-            native.mkdir(parents=True)
-            (native / "kernel.json").write_text(json.dumps(spec))
-            env_nb["JUPYTER_PATH"] = str(work / "jupyter")
-        else:
-            env_py |= same_bytes_env()  # the scripts compute as the kernel does
-        n = args.repeat
-
-        rows |= repeat(n, {"pipeline, notebooks: dvc repro --force": ("dvc repro --force", nb_root, env_nb),
-                           "pipeline, scripts: dvc repro --force": ("dvc repro --force", py_root, env_py)})
-        for notebook in NOTEBOOKS:
-            stage = notebook.stem
-            rows |= repeat(n, {
-                f"{stage}, notebook": (f"python -m dataops_kit.runner.stage notebooks/{notebook.name}", nb_root, env_nb),
-                f"{stage}, script": (f"python ../scripts/{stage}.py", py_root / "notebooks", env_py)})
-        # DVC's own floor: the same no-op through stock DVC, without the workspace's dvc command.
-        # A second each: ten of each, or the machine's noise decides the ratio.
-        rows |= repeat(max(n, 10) if n >= 3 else n, {"no-op dvc repro": ("dvc repro", nb_root, env_nb),
-                           "no-op stock python -m dvc repro": ("python -m dvc repro", nb_root, env_nb)})
-
-        # What a student waits for after changing one knob: process, train and evaluate rerun.
-        # Each run sets a value not run before, or DVC's run cache would restore the outputs.
-        # Steps of 0.01 (1.5 of iris's 150 rows), so each value changes the split and all three stages rerun.
-        sizes = iter(round(0.25 + i / 100, 2) for i in range(45))
-        rows |= repeat(n, {"one-parameter change (process.test_size): dvc repro": ("dvc repro", nb_root, env_nb)},
-                       before=lambda: set_param(nb_root, "process.test_size", next(sizes)))
-        subprocess.run("git checkout -q params.yaml && dvc repro -q", shell=True, cwd=nb_root, env=env_nb, check=True)
-        rows |= repeat(n, {"nbval on the stage notebooks": (
-            "pytest --nbval-lax -q -p no:cacheprovider notebooks", nb_root, env_nb)})
-
-        def touch_notebooks():
-            for notebook in (nb_root / "notebooks").glob("*.ipynb"):
-                notebook.touch()
-        rows |= repeat(n, {"git status after touching every notebook": ("git status --porcelain", nb_root, env_nb)},
-                       before=touch_notebooks)
-
+    for root in (nb_root, py_root):
+        set_param(root, "data.dataset", "synthetic")
+    for rows_n in [int(n) for n in args.sizes.split(",") if n]:
         for root in (nb_root, py_root):
-            set_param(root, "data.dataset", "synthetic")
-        for rows_n in [int(n) for n in args.sizes.split(",") if n]:
-            for root in (nb_root, py_root):
-                set_param(root, "data.n_samples", rows_n)
-            rows |= repeat(args.sweep_repeat, {
-                f"sweep {rows_n:>7} rows, notebooks": ("dvc repro --force", nb_root, env_nb),
-                f"sweep {rows_n:>7} rows, scripts": ("dvc repro --force", py_root, env_py)})
-        for root, env in ((nb_root, env_nb), (py_root, env_py)):
-            subprocess.run("git checkout -q params.yaml", shell=True, cwd=root, env=env, check=True)
+            set_param(root, "data.n_samples", rows_n)
+        rows |= repeat(args.sweep_repeat, {
+            f"sweep {rows_n:>7} rows, notebooks": ("dvc repro --force", nb_root, env_nb),
+            f"sweep {rows_n:>7} rows, scripts": ("dvc repro --force", py_root, env_py)})
+    for root, env in ((nb_root, env_nb), (py_root, env_py)):
+        subprocess.run("git checkout -q params.yaml", shell=True, cwd=root, env=env, check=True)
+    return rows
 
-        if args.setup:
-            fresh = make_clone(work / "fresh", share_venv=False)
-            env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-            env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
-            env["UV_CACHE_DIR"] = str(work / "cold-uv-cache")
-            env["PIP_NO_CACHE_DIR"] = "1"
-            rows |= repeat(1, {"make on a fresh clone, cold package cache": ("make", fresh, env)})
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
+def _setup_rows(work: Path) -> dict:
+    fresh = make_clone(work / "fresh", share_venv=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+    env["UV_CACHE_DIR"] = str(work / "cold-uv-cache")
+    env["PIP_NO_CACHE_DIR"] = "1"
+    return repeat(1, {"make on a fresh clone, cold package cache": ("make", fresh, env)})
+
+
+def derive(rows: dict) -> dict:
+    """The ratios and differences the targets judge, all within one run."""
     nb, py = rows["pipeline, notebooks: dvc repro --force"], rows["pipeline, scripts: dvc repro --force"]
     ratios = {"pipeline, notebooks / scripts": nb["median"] / py["median"],
-              "no-op dvc repro / stock python -m dvc repro":
-                  rows["no-op dvc repro"]["median"] / rows["no-op stock python -m dvc repro"]["median"],
+              "no-op dvc repro / python -m dvc repro":
+                  rows["no-op dvc repro"]["median"] / rows["no-op python -m dvc repro"]["median"],
               "peak memory (PSS MB), notebooks: dvc repro --force": nb["peak_mb"],
               "one-parameter change / full repro, notebooks":
                   rows["one-parameter change (process.test_size): dvc repro"]["median"] / nb["median"]}
@@ -260,16 +256,30 @@ def main() -> int:
         nb, py = rows[f"{notebook.stem}, notebook"], rows[f"{notebook.stem}, script"]
         ratios[f"{notebook.stem}, notebook - script (s)"] = nb["median"] - py["median"]
         ratios[f"{notebook.stem}, notebook - script (MB)"] = nb["peak_mb"] - py["peak_mb"]
-    targets = [(name, value, TARGETS[key]) for name, value in ratios.items()
-               for key in TARGETS if key in name]
-    targets += [(name, rows[name]["median"], TARGETS[name]) for name in TARGETS if name in rows]
+    return ratios
 
+
+def judge(rows: dict, ratios: dict) -> dict:
+    targets = [(name, value, TARGETS[key]) for name, value in ratios.items() for key in TARGETS if key in name]
+    targets += [(name, rows[name]["median"], TARGETS[name]) for name in TARGETS if name in rows]
+    return {name: {"value": value, "limit": limit, "met": value <= limit} for name, value, limit in targets}
+
+
+def main() -> int:
+    args = _arguments()
+    work = Path(tempfile.mkdtemp(prefix="dataops-bench-"))
+    try:
+        clones = _workspaces(work, args.native)
+        rows = _pipeline_rows(args.repeat, *clones) | _sweep_rows(args, *clones)
+        if args.setup:
+            rows |= _setup_rows(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratios = derive(rows)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     machine += ", native numerics (no same-bytes pins)" if args.native else ""
     results = {"machine": machine, "repeat": args.repeat, "sweep_repeat": args.sweep_repeat, "rows": rows,
-               "derived": ratios,
-               "targets": {name: {"value": value, "limit": limit, "met": value <= limit}
-                           for name, value, limit in targets}}
+               "derived": ratios, "targets": judge(rows, ratios)}
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     page = render(results)
     print(page)

@@ -2,7 +2,7 @@
 
     .venv/bin/python kit/bench/profile.py            # in a temporary clone of this workspace
     .venv/bin/python kit/bench/profile.py --root DIR # in a reproduced workspace (rewrites its outputs, same bytes)
-    .venv/bin/python kit/bench/profile.py --pipeline # a whole `dvc repro --force`, stock kernels and preloaded
+    .venv/bin/python kit/bench/profile.py --pipeline # a whole `dvc repro --force`
 
 Runs each stage as `dvc repro` does (`python -m dataops_kit.runner.stage`, which starts
 the stage's kernel) with PYTHONPROFILEIMPORTTIME=1, which both the runner and
@@ -12,10 +12,7 @@ summed by package; runner and kernel together, so a package both import
 counts twice). Median of --repeat runs.
 
 With --pipeline it profiles a whole `dvc repro --force` instead (DVC, the
-runners and the kernels), once with every kernel started stock
-(DATAOPS_STOCK_KERNEL=1) and once with the preloaded kernel. The preloaded
-process's own imports are not in the second sum: it imports on the other
-core while the first stage runs, and its output goes nowhere.
+runners and the kernels).
 """
 
 import argparse
@@ -61,7 +58,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, help="a reproduced workspace to profile in")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--pipeline", action="store_true", help="profile `dvc repro --force`, stock and preloaded")
+    parser.add_argument("--pipeline", action="store_true", help="profile a whole `dvc repro --force`")
     args = parser.parse_args()
     work = None
     if args.root:
@@ -71,14 +68,12 @@ def main() -> int:
         root = make_clone(work / "ws")
         run("dvc repro", cwd=root)
     try:
-        if args.pipeline:
-            runs = {"stock kernels": {"DATAOPS_STOCK_KERNEL": "1"}, "preloaded kernel": {}}
-        else:
-            runs = {notebook.stem: None for notebook in sorted((root / "notebooks").glob("0*.ipynb"))}
-        for name, env in runs.items():
-            command = ["dvc", "repro", "--force"] if args.pipeline else \
+        names = ["dvc repro --force"] if args.pipeline else \
+            [notebook.stem for notebook in sorted((root / "notebooks").glob("0*.ipynb"))]
+        for name in names:
+            command = name.split() if args.pipeline else \
                 [sys.executable, "-m", "dataops_kit.runner.stage", f"notebooks/{name}.ipynb"]
-            wall, top = profile(root, command, args.repeat, env)
+            wall, top = profile(root, command, args.repeat)
             print(f"\n{name}: {wall:.2f} s wall; import time by package:")
             for seconds, package in top:
                 print(f"  {seconds:6.3f} s  {package}")

@@ -7,11 +7,11 @@ The suite is bound by CPU (2 cores busy most of a run), so its wall time is
 about its CPU time over the cores. This counts that CPU with the kernel's
 process accounting (`accton`; Debian's package `acct`; needs root): every
 process that ends during the run, also those that leave no Python behind to
-ask (the preloaded kernel's forks, processes ended by a signal). A startup
+ask (forks without exec, processes ended by a signal). A startup
 hook in the venv (a .pth file, in place only for the run, and acting only
 where SUITE_CPU_LOG is set) records each of the venv's Python processes'
 command line and the test it started in (PYTEST_CURRENT_TEST), which names
-the kinds: stage kernels, the preloaded kernel and its forks, papermill
+the kinds: stage kernels, papermill
 runners, each `dvc` command. Processes of the fresh venvs that some tests
 build, and programs that are not Python, are named by their command.
 """
@@ -44,8 +44,6 @@ if os.environ.get("SUITE_CPU_LOG"):
 def kind(command: str) -> str:
     """What a venv Python process was, from its command line."""
     words = command.split()
-    if "dataops_kit.runner.kernel" in words:
-        return "preloaded kernel"
     if "ipykernel_launcher" in command or "kernelapp" in command:
         return "stage kernel"
     if "dataops_kit.runner.stage" in words or any(word.endswith("dataops-run") for word in words):
@@ -112,7 +110,7 @@ def main() -> int:
         try:
             code = subprocess.run([str(Path(sys.executable).parent / "pytest"), *args],
                                   env={**os.environ, "SUITE_CPU_LOG": str(log)}).returncode
-            time.sleep(2)  # processes that end with their dvc command (the preloaded kernel)
+            time.sleep(2)  # processes that end just after their dvc command (kernels)
         finally:
             subprocess.run(["accton", "off"], capture_output=True)
     finally:

@@ -6,50 +6,26 @@ import json
 import zipfile
 from pathlib import Path
 
+import skops.io as skops_io
+
 from dataops import WorkspaceError
-
-
-def _import_skops():
-    """``import skops.io``, without its 0.4 s call of ``sklearn.utils.all_estimators()``.
-
-    On import, skops builds its default trusted types from every estimator
-    scikit-learn has, which imports all of scikit-learn. The workspace only
-    ever saves and loads the classifiers it trains, so with the tested skops
-    that list is built from those instead: faster, and a narrower trust.
-    Relied on: skops reads ``sklearn.utils.all_estimators`` once, at import.
-    Another skops version is imported as it is."""
-    import sys
-
-    import skops
-
-    if "skops.io" in sys.modules or skops.__version__ != "0.16.0":
-        import skops.io
-
-        return skops.io
-    import sklearn.utils
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.svm import SVC
-    from sklearn.tree import DecisionTreeClassifier
-
-    models = [LogisticRegression, RandomForestClassifier, DecisionTreeClassifier, SVC]
-    everything = sklearn.utils.all_estimators
-    sklearn.utils.all_estimators = lambda type_filter=None: [(model.__name__, model) for model in models]
-    try:
-        import skops.io
-    finally:
-        sklearn.utils.all_estimators = everything
-    return skops.io
-
-
-skops_io = _import_skops()
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
-# Beyond the types skops trusts by default, the workspace's own models need one:
-# the tree storage of random forests. skops leaves it out because a crafted Tree
-# can make predict() read out of bounds; load_model trusts it only after
-# checking every tree's structure, and refuses every other unknown type.
+# The models the workspace trains: the only estimators a model file may hold.
+# skops trusts every scikit-learn estimator by default; the workspace narrows
+# that, reading the types a file names from its schema (skops' documented
+# format: a zip whose schema.json names each object's __module__ and __class__)
+# before skops rebuilds anything.
+MODELS = {
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.svm._classes.SVC",
+}
+# Beyond skops' defaults, the random forests' tree storage. skops leaves it out
+# because a crafted Tree can make predict() read out of bounds; load_model
+# trusts it only after checking every tree's structure.
 TRUSTED = ["sklearn.tree._tree.Tree"]
 
 
@@ -166,11 +142,38 @@ def _check_structure(model):
     return next((problem for problem in problems if problem), None)
 
 
-def load_model(path: Path):
-    """Load a model, refusing any type that is neither trusted by skops nor in
-    TRUSTED, and any tree or SVC whose structure would send compiled code out
-    of bounds."""
+def _types(node, found: set) -> set:
+    """Every ``module.class`` the skops schema NODE names, nested ones included."""
+    if isinstance(node, dict):
+        if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str):
+            found.add(f"{node['__module__']}.{node['__class__']}")
+        for value in node.values():
+            _types(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _types(value, found)
+    return found
+
+
+def _foreign_estimators(path: Path) -> list:
+    """The scikit-learn types in the file that are none of MODELS or TRUSTED."""
     try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (KeyError, UnicodeDecodeError, ValueError) as error:  # no schema, or not JSON
+        raise zipfile.BadZipFile(str(error)) from None
+    return sorted(t for t in _types(schema, set()) if t.startswith("sklearn.") and t not in MODELS | set(TRUSTED))
+
+
+def load_model(path: Path):
+    """Load a model, refusing any scikit-learn type but the workspace's models,
+    any other type skops does not trust, and any tree or SVC whose structure
+    would send compiled code out of bounds."""
+    try:
+        foreign = _foreign_estimators(path)
+        if foreign:
+            raise WorkspaceError(f"{path} holds {', '.join(foreign)}, which is none of the workspace's models: "
+                                 f"refused to load it. `dvc repro` trains a model again")
         model = skops_io.load(path, trusted=TRUSTED)
     except FileNotFoundError:
         raise WorkspaceError(f"{path} does not exist: run the train_model stage first (dvc repro)") from None

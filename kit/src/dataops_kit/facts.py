@@ -15,8 +15,8 @@ from ruamel.yaml import YAMLError
 
 from dataops.params import parse as _parse
 
-__all__ = ["YAMLError", "read_yaml", "md5", "stored", "outputs", "locked_metrics", "git_show", "free_port",
-           "workspace"]
+__all__ = ["YAMLError", "read_yaml", "md5", "dvc_md5", "stored", "stages", "lock_outs", "outputs",
+           "declared_outputs", "locked_metrics", "git_show", "free_port", "workspace"]
 
 
 def read_yaml(text: str):
@@ -32,6 +32,28 @@ def md5(path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# What .dvcignore leaves out of a folder DVC hashes (src/dataops): compiled files and editors' copies.
+IGNORED_FOLDERS, IGNORED_SUFFIXES = {"__pycache__", ".ipynb_checkpoints"}, {".pyc"}
+
+
+def dvc_md5(path):
+    """The md5 DVC records for PATH, or None if there is none: a file's own md5;
+    a folder's is the md5 of its listing (DVC's documented ``.dir`` format:
+    a JSON list of ``{"md5", "relpath"}`` sorted by path) followed by ``.dir``."""
+    path = Path(path)
+    if path.is_file():
+        return md5(path)
+    if not path.is_dir():
+        return None
+    entries = []
+    for file in path.rglob("*"):
+        parts = file.relative_to(path).parts
+        if file.is_file() and file.suffix not in IGNORED_SUFFIXES and not IGNORED_FOLDERS & set(parts):
+            entries.append({"md5": md5(file), "relpath": "/".join(parts)})
+    listing = json.dumps(sorted(entries, key=lambda entry: entry["relpath"]), sort_keys=True)
+    return hashlib.md5(listing.encode()).hexdigest() + ".dir"
 
 
 def is_md5(text) -> bool:
@@ -51,14 +73,32 @@ def cache_dir(repo: Path) -> Path:
     return Path(repo) / ".dvc" / "cache"
 
 
+def stages(document) -> dict:
+    """The stages of a dvc.yaml or dvc.lock as read: {name: entry}, leaving out anything that is not one."""
+    found = document.get("stages") if isinstance(document, dict) else None
+    return {name: entry for name, entry in found.items() if isinstance(entry, dict)} if isinstance(found, dict) else {}
+
+
+def lock_outs(entry) -> list:
+    """[(path, md5)] of a dvc.lock stage entry's outputs, as written (unchecked)."""
+    outs = entry.get("outs") if isinstance(entry, dict) else None
+    return [(out.get("path"), out.get("md5")) for out in (outs if isinstance(outs, list) else []) if isinstance(out, dict)]
+
+
 def outputs(lock) -> dict:
     """{path: md5} of every output a dvc.lock records (entries without a valid md5 are left out)."""
-    stages = lock.get("stages") if isinstance(lock, dict) else None
-    found = {}
-    for stage in (stages or {}).values() if isinstance(stages, dict) else ():
-        for out in (stage.get("outs") or []) if isinstance(stage, dict) else ():
-            if isinstance(out, dict) and isinstance(out.get("path"), str) and is_md5(out.get("md5")):
-                found[out["path"]] = out["md5"]
+    return {path: digest for entry in stages(lock).values() for path, digest in lock_outs(entry)
+            if isinstance(path, str) and is_md5(digest)}
+
+
+def declared_outputs(spec) -> list:
+    """The output paths a dvc.yaml (as read) declares, in order."""
+    found = []
+    for entry in stages(spec).values():
+        for out in entry.get("outs") or []:
+            name = out if isinstance(out, str) else next(iter(out), None) if isinstance(out, dict) else None
+            if isinstance(name, str):
+                found.append(name)
     return found
 
 

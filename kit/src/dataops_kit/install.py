@@ -2,14 +2,16 @@
 
 * the Jupyter kernel ``dataops``, inside the venv, which every notebook names,
   with the numerics pinned so every x86_64 CPU writes the same bytes;
-* the ``dvc`` command, which counts a stage notebook by its clean form
-  (dataops_kit.runner.dvchash), so a notebook saved with outputs reruns nothing,
-  and which puts its own venv first on PATH, so the stages' ``dataops-run``
-  is this venv's even when the venv is not activated;
+* the venv's scripts folder first on PATH in every process of the venv's
+  Python (a line in a ``.pth`` file, Python's site door): ``.venv/bin/dvc``
+  and ``.venv/bin/python -m dvc``, the stock DVC pip installs, then find
+  the stages' ``dataops-run`` with the venv activated or not;
 * git's clean filter and diff driver for notebooks, written into .git/config
   with this venv's Python (``make`` writes it again in a copied or moved
   workspace, which gets its own venv); ``dvc exp run --queue``'s temporary
-  copies share the config, and so the filter;
+  copies share the config, and so the filter; and a pre-commit hook that
+  refuses a commit whose dvc.lock records other sources than a stage's
+  kernel ran (dataops_kit.runner.ran);
 * the page `dvc plots show` renders into, with vega inlined so it works offline;
 * JupyterLab settings inside the venv: notebooks are saved stripped, so a
   saved notebook leaves ``git status`` and ``dvc status`` clean; the executed
@@ -27,7 +29,7 @@ import sysconfig
 from pathlib import Path
 
 from dataops import KERNEL_MARK
-from dataops_kit.runner.kernel import KERNEL, PROVISIONER, same_bytes_env
+from dataops_kit.runner.kernel import KERNEL, same_bytes_env
 
 
 def _filter() -> str:
@@ -49,35 +51,10 @@ def install_kernel(prefix: Path) -> None:
                  "--IPKernelApp.log_level=ERROR"],
         "display_name": "Python (dataops)",
         "language": "python",
-        # The provisioner preloads later stages' kernels under `dvc repro` (dataops_kit.runner.kernel).
-        "metadata": {"debugger": True, "kernel_provisioner": {"provisioner_name": PROVISIONER}},
+        "metadata": {"debugger": True},
         # Set before the kernel's Python starts: OpenBLAS and glibc read them once, at load.
         "env": {**same_bytes_env(), KERNEL_MARK: "1"},
     })
-
-
-DVC_COMMAND = """#!{python}
-# Written by `make` (dataops_kit.install) over the dvc command pip installs: the
-# same DVC, counting each stage notebook by its clean form (dataops_kit.runner.dvchash),
-# recording only what a stage's kernel ran (dataops_kit.runner.dvclock), with this venv first on PATH for the stages' commands, activated or not.
-import os
-import sys
-
-os.environ["PATH"] = os.pathsep.join([{bin!r}, os.environ.get("PATH", "")])
-from dataops_kit.runner import dvchash, dvclock
-
-dvchash.install()
-dvclock.install()
-from dvc.cli import main
-
-sys.exit(main())
-"""
-
-
-def install_dvc_command(prefix: Path) -> None:
-    command = prefix / "bin" / "dvc"
-    command.write_text(DVC_COMMAND.format(python=sys.executable, bin=str(Path(sys.executable).parent)))
-    command.chmod(0o755)
 
 
 def install_jupyter_settings(prefix: Path) -> None:
@@ -98,6 +75,29 @@ def install_git_filter(repo: Path) -> None:
         "diff.ipynb.textconv": _filter(),
     }.items():
         subprocess.run(["git", "config", "--local", key, value], cwd=repo, check=True)
+
+
+HOOK_MARK = "# Written by `make` (dataops_kit.install)"
+PRE_COMMIT = f"""#!/bin/sh
+{HOOK_MARK}: refuse a commit while dvc.lock records other sources than a
+# stage's kernel ran (a save in the moment after the stage ended). Not run by
+# `dvc exp run`, which commits without hooks, nor by git commit --no-verify.
+exec {{python}} -m dataops_kit.lockcheck --before-commit
+"""
+
+
+def install_pre_commit_hook(repo: Path) -> None:
+    """The hook, unless the repository has a pre-commit hook of its own (left alone, and said)."""
+    found = subprocess.run(["git", "rev-parse", "--git-path", "hooks/pre-commit"], cwd=repo,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    hook = repo / found
+    if hook.exists() and HOOK_MARK not in hook.read_text(errors="replace"):
+        print(f"Note: {found} is not the workspace's: left as it is, so a commit does not check dvc.lock "
+              f"against what the stages ran (make's closing line still does)")
+        return
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text(PRE_COMMIT.format(python=shlex.quote(sys.executable)))
+    hook.chmod(0o755)
 
 
 PLOTS_PAGE = """<!DOCTYPE html>
@@ -152,9 +152,16 @@ def install_plots_page(repo: Path) -> None:
     (repo / ".dvc" / "plots" / "offline.html").write_text(PLOTS_PAGE.format(scripts=scripts, hashes=hashes))
 
 
+# A .pth line that starts with "import" runs at every start of the venv's Python.
+ON_PATH = ("import os, sys; s = os.path.dirname(sys.executable); "
+           "os.environ['PATH'].split(os.pathsep)[:1] == [s] or "
+           "os.environ.__setitem__('PATH', os.pathsep.join([s, os.environ.get('PATH', '')]))")
+
+
 def install_import_path(src: Path) -> None:
-    """Make ``import dataops`` work in the venv (kernels, the stage runner, the Jupyter server)."""
-    Path(sysconfig.get_paths()["purelib"], "dataops.pth").write_text(f"{src}\n")
+    """Make ``import dataops`` work in the venv (kernels, the stage runner, the Jupyter server),
+    and put the venv's scripts first on PATH, for the stage commands DVC starts."""
+    Path(sysconfig.get_paths()["purelib"], "dataops.pth").write_text(f"{src}\n{ON_PATH}\n")
 
 
 def install_workspace(repo: Path) -> None:
@@ -162,6 +169,7 @@ def install_workspace(repo: Path) -> None:
     install_plots_page(repo)
     if (repo / ".git").exists():
         install_git_filter(repo)
+        install_pre_commit_hook(repo)
 
 
 def main() -> int:
@@ -170,15 +178,14 @@ def main() -> int:
         # Another workspace's venv, shared on purpose (the tests do it): its kernel,
         # dvc command and import path name that workspace; only this clone's own part here.
         install_workspace(root)
-        print("installed: offline plots page, git notebook filter (.venv is another workspace's, left alone)")
+        print("installed: offline plots page, git notebook filter and hook (.venv is another workspace's, left alone)")
         return 0
     prefix = Path(sys.prefix)
     install_import_path(root / "src")
     install_kernel(prefix)
-    install_dvc_command(prefix)
     install_jupyter_settings(prefix)
     install_workspace(root)
-    print(f"installed: kernel '{KERNEL}', dvc command, JupyterLab settings, offline plots page, git notebook filter")
+    print(f"installed: kernel '{KERNEL}', JupyterLab settings, offline plots page, git notebook filter and hook")
     return 0
 
 

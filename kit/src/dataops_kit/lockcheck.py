@@ -8,37 +8,37 @@
   differently (another CPU architecture or operating system), so say what to
   commit before any time travel;
 * the student changed an input: say that dvc.lock now records it, staged.
+
+Before that, and alone as git's pre-commit hook (``--before-commit``), it
+checks that dvc.lock records what each stage's kernel ran
+(dataops_kit.runner.ran); where it does not, it names the stage and the
+command that puts it right, and exits 1.
 """
 
-import subprocess
 import sys
 
-from dataops import find_root
+from dataops import WorkspaceError, find_root
 from dataops.params import parse
+from dataops_kit.facts import git_show, outputs, stages
+from dataops_kit.runner.ran import lies
 
 
 def _inputs(lock: dict) -> dict:
     """What a run starts from: each stage's command, parameters, and the deps
     no stage writes (an output's md5 is a result, not an input)."""
-    stages = lock.get("stages", {})
-    written = {out["path"] for stage in stages.values() for out in stage.get("outs", [])}
+    written = set(outputs(lock))
     return {name: (stage.get("cmd"), stage.get("params"),
                    [dep for dep in stage.get("deps", []) if dep["path"] not in written])
-            for name, stage in stages.items()}
-
-
-def _outputs(lock: dict) -> dict:
-    return {out["path"]: out.get("md5") for stage in lock.get("stages", {}).values()
-            for out in stage.get("outs", [])}
+            for name, stage in stages(lock).items()}
 
 
 def verdict(committed: dict, current: dict) -> str:
-    if _outputs(committed) == _outputs(current) and _inputs(committed) == _inputs(current):
+    if outputs(committed) == outputs(current) and _inputs(committed) == _inputs(current):
         return "✓ dvc.lock: this machine reproduced the committed data and model byte for byte."
     if _inputs(committed) != _inputs(current):
         return ("dvc.lock now records your changes to the pipeline's inputs; DVC staged it (core.autostage): "
                 "commit it with them.")
-    old, new = _outputs(committed), _outputs(current)
+    old, new = outputs(committed), outputs(current)
     differ = ", ".join(path for path in new if old.get(path) != new[path])
     return (f"! This machine computed other bytes than the commit for {differ}, from the same code, data "
             "and parameters (another CPU architecture or operating system rounds differently). "
@@ -46,12 +46,21 @@ def verdict(committed: dict, current: dict) -> str:
             "git commit -m 'Reproduce on my machine' dvc.lock  (README: Other platforms)")
 
 
-def main() -> int:
-    root = find_root()
-    shown = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=root, capture_output=True, text=True)
-    if shown.returncode != 0:  # no commit yet, or not a git repository: nothing to compare with
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        root = find_root()
+    except WorkspaceError:  # a repository with no pipeline yet (the course's first commits)
         return 0
-    print(verdict(parse(shown.stdout), parse((root / "dvc.lock").read_text())))
+    found = lies(root)
+    for line in found:
+        print(f"✗ {line}")
+    if found or argv == ["--before-commit"]:
+        return 1 if found else 0
+    committed = git_show(root, "HEAD", "dvc.lock")
+    if committed is None:  # no commit yet, or not a git repository: nothing to compare with
+        return 0
+    print(verdict(parse(committed), parse((root / "dvc.lock").read_text())))
     return 0
 
 

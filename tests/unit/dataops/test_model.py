@@ -113,3 +113,21 @@ def test_an_svc_that_would_send_libsvm_out_of_bounds_is_refused(support, tmp_pat
     save_model(model, tmp_path / "m.skops")
     with pytest.raises(WorkspaceError, match="support vector index points outside the 4 training rows"):
         load_model(tmp_path / "m.skops")
+
+
+def test_a_scikit_learn_estimator_skops_trusts_but_the_workspace_never_trains_is_refused(tmp_path):
+    """skops trusts every scikit-learn estimator by default; a model file may hold only the workspace's."""
+    from sklearn.naive_bayes import GaussianNB
+    import skops.io
+
+    skops.io.dump(GaussianNB().fit(X, y), tmp_path / "m.skops")
+    assert skops.io.get_untrusted_types(file=tmp_path / "m.skops") == [], "skops itself would load it"
+    with pytest.raises(WorkspaceError, match="GaussianNB, which is none of the workspace's models"):
+        load_model(tmp_path / "m.skops")
+
+
+def test_a_file_without_a_schema_is_no_model(tmp_path):
+    with zipfile.ZipFile(tmp_path / "m.skops", "w") as archive:
+        archive.writestr("other.json", "{}")
+    with pytest.raises(WorkspaceError, match="is not a skops file"):
+        load_model(tmp_path / "m.skops")

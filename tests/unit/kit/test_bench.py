@@ -39,7 +39,7 @@ def test_suite_cpu_names_each_process_and_counts_it_for_the_test_it_started_in()
         11: (test, "/w/.venv/bin/python /w/.venv/bin/dvc repro"),
         12: (test, "/w/.venv/bin/python /w/.venv/bin/dataops-run notebooks/01_get_data.ipynb"),
         13: (test, "/w/.venv/bin/python -m ipykernel_launcher -f /tmp/kernel-1.json"),
-        14: (test, "/w/.venv/bin/python -m dataops_kit.runner.kernel 11 dataops-kernel-0-11-x"),
+        14: (test, "/w/.venv/bin/python -m dataops_kit.lockcheck --before-commit"),
     }
     processes = {  # pid: (command name, CPU s, parent pid, forked without exec), as process accounting has them
         10: ("python", 1.0, 1, False), 11: ("dvc", 0.5, 10, False), 12: ("python", 0.25, 11, False),
@@ -48,8 +48,8 @@ def test_suite_cpu_names_each_process_and_counts_it_for_the_test_it_started_in()
     }
     by_kind, by_file = suite_cpu.tally(processes, started)
     assert by_kind == {"pytest": 1.0, "dvc repro": 0.5, "papermill runner": 0.25,
-                       "stage kernel": 2.0, "preloaded kernel": 1.5,
-                       "fork of a preloaded kernel": 0.25, "git (not the venv's Python)": 0.5,
+                       "stage kernel": 2.0, "python -m dataops_kit.lockcheck": 1.5,
+                       "fork of a python -m dataops_kit.lockcheck": 0.25, "git (not the venv's Python)": 0.5,
                        "chromium (not the venv's Python)": 3.0}
     assert by_file == {"tests/test_pipeline.py": 5.0, "(not traced to a test)": 4.0}
 

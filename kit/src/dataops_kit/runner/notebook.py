@@ -111,18 +111,6 @@ def clean(text):
         return None
 
 
-def clean_md5(path: Path):
-    """(md5, size) of a notebook's clean form, as git's filter writes it; None
-    if the file is not a notebook (then only its own bytes can count)."""
-    import hashlib
-
-    text = clean(path.read_bytes())
-    if text is None:
-        return None
-    data = text.encode()
-    return hashlib.md5(data).hexdigest(), len(data)
-
-
 def pre_save_hook(model, path="", contents_manager=None, **kwargs):
     """jupyter_server's FileContentsManager.pre_save_hook: save notebooks
     stripped, and refuse to save over reports/, which `dvc repro` writes and

@@ -33,7 +33,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dataops_kit.facts import (YAMLError, free_port, git_show, is_md5, locked_metrics, read_yaml, workspace)
+from dataops_kit.facts import (YAMLError, free_port, git_show, is_md5, lock_outs, locked_metrics, read_yaml, stages,
+                               workspace)
 from dataops_kit.teach import gate
 
 DEFAULT_CLASS = workspace().parent / "dataops-class"
@@ -303,10 +304,10 @@ def clean(value, width: int = 60) -> str:
 
 def lock_refusal(lock) -> str:
     """Why a dvc.lock cannot be ranked on its own terms (an output not named by an md5), or None."""
-    for stage in ((lock or {}).get("stages") or {}).values() if isinstance(lock, dict) else ():
-        for out in (stage.get("outs") or []) if isinstance(stage, dict) else ():
-            if isinstance(out, dict) and not is_md5(out.get("md5")):
-                return f"dvc.lock gives {clean(out.get('md5'), 40)!r} as the md5 of {clean(out.get('path'), 40)}: refused"
+    for entry in stages(lock).values():
+        for path, digest in lock_outs(entry):
+            if not is_md5(digest):
+                return f"dvc.lock gives {clean(digest, 40)!r} as the md5 of {clean(path, 40)}: refused"
     return None
 
 

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dataops_kit.facts import YAMLError, git_show, md5, read_yaml, stored, workspace
+from dataops_kit.facts import YAMLError, declared_outputs, git_show, md5, read_yaml, stored, workspace
 
 WORKSPACE = workspace()
 LESSONS = WORKSPACE / "docs" / "lessons"
@@ -209,18 +209,6 @@ def _unique(make_name, exists) -> str:
     return name
 
 
-def _outputs(spec) -> list:
-    """The output paths a dvc.yaml (as read) declares."""
-    stages = spec.get("stages") if isinstance(spec, dict) else None
-    found = []
-    for stage in (stages.values() if isinstance(stages, dict) else []):
-        for out in (stage.get("outs") or [] if isinstance(stage, dict) else []):
-            name = out if isinstance(out, str) else next(iter(out), None) if isinstance(out, dict) else None
-            if isinstance(name, str):
-                found.append(name)
-    return found
-
-
 IN_PROGRESS = {"MERGE_HEAD": ("a merge", "git merge --abort"), "rebase-merge": ("a rebase", "git rebase --abort"),
                "rebase-apply": ("a rebase", "git rebase --abort"),
                "CHERRY_PICK_HEAD": ("a cherry-pick", "git cherry-pick --abort"),
@@ -243,7 +231,7 @@ def _preflight(repo: Path, target: str) -> None:
         spec = read_yaml(git_show(repo, target, "dvc.yaml") or "")
     except (YAMLError, ValueError):
         spec = {}
-    for name in dict.fromkeys(_outputs(_spec(repo)) + _outputs(spec)):
+    for name in dict.fromkeys(declared_outputs(_spec(repo)) + declared_outputs(spec)):
         path = repo / name
         folder = next((p for p in [path.parent, *path.parents] if p.exists()), repo)
         if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK):
@@ -264,7 +252,7 @@ def _unsaved_outputs(repo: Path) -> list:
     `dvc checkout` would refuse to overwrite them, and they exist nowhere else."""
     cache = Path(_dvc(["cache", "dir"], repo).stdout.strip())
     unsaved = []
-    for name in _outputs(_spec(repo)):
+    for name in declared_outputs(_spec(repo)):
         path = repo / name
         if path.is_file() and not stored(cache, md5(path)).exists():
             unsaved.append(path.relative_to(repo))
@@ -286,7 +274,7 @@ def catch_up(number: int, repo: Path, say=print) -> None:
     kept = []
 
     _preflight(repo, target)
-    outputs_now = _outputs(_spec(repo))
+    outputs_now = declared_outputs(_spec(repo))
     unsaved = _unsaved_outputs(repo)  # before git moves anything
     if _git(["status", "--porcelain"], repo):
         message = f"catch-up to lesson {number}: uncommitted work"
@@ -323,7 +311,7 @@ def catch_up(number: int, repo: Path, say=print) -> None:
             _dvc(["repro"], repo)
     # Outputs of later lessons: saved above when DVC had not, so in DVC's cache
     # or in saved-work/ now. The working tree holds exactly this lesson's.
-    later = [name for name in outputs_now if name not in _outputs(_spec(repo))]
+    later = [name for name in outputs_now if name not in declared_outputs(_spec(repo))]
     for name in later:
         path = repo / name
         if path.is_file() or path.is_symlink():
