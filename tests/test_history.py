@@ -8,7 +8,6 @@ import re
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -36,9 +35,9 @@ def outputs_match_lock(root, lock_text=None):
     return {out: md5(root / out) == locked_md5(root, out, lock_text) for out in OUTS if (root / out).exists()}
 
 
-def rerun_process_data_saving_when(workspace, printed, save, wait=0.0):
+def rerun_process_data_saving_when(workspace, printed, save):
     """`dvc repro --force --single-item process_data`, calling save() once a line
-    starting with PRINTED appears (after WAIT seconds). Returns the exit status and everything printed."""
+    starting with PRINTED appears. Returns the exit status and everything printed."""
     process = subprocess.Popen("dvc repro --force --single-item process_data".split(), cwd=workspace,
                                env={**os.environ, **workspace_env(workspace)}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -46,7 +45,6 @@ def rerun_process_data_saving_when(workspace, printed, save, wait=0.0):
     for line in process.stdout:
         lines.append(line)
         if line.startswith(printed):
-            time.sleep(wait)
             save()
             break
     lines += process.stdout.readlines()
@@ -54,12 +52,19 @@ def rerun_process_data_saving_when(workspace, printed, save, wait=0.0):
 
 
 def save_during_process_data(workspace, save):
-    """Rerun process_data and call save() while its cell [2] runs (made 3 s slow,
-    and recorded in dvc.lock first, so the save always lands mid-run)."""
-    edit_cell(workspace, "02_process_data.ipynb", "df.shape", "import time\ntime.sleep(3)\ndf.shape")
+    """Rerun process_data and call save() while its cell [2] waits on a FIFO the test holds
+    (the wait recorded in dvc.lock first): the save lands mid-run whatever the machine's speed."""
+    hold = workspace.parent / "hold"
+    edit_cell(workspace, "02_process_data.ipynb", "df.shape",
+              f"import os\nif os.path.exists({str(hold)!r}):\n    open({str(hold)!r}).read()\ndf.shape")
     run("dvc repro", cwd=workspace)
-    # Once the parameters cell has read test_size.
-    return rerun_process_data_saving_when(workspace, "  process_data [2/", save, wait=0.5)
+    os.mkfifo(hold)
+
+    def save_then_release():
+        save()
+        hold.write_text("go")
+        hold.unlink()
+    return rerun_process_data_saving_when(workspace, "  process_data [2/", save_then_release)
 
 
 def test_a_notebook_saved_during_its_run_is_never_recorded_as_what_ran(workspace):
@@ -121,7 +126,8 @@ def test_a_save_the_moment_a_stage_ends_is_caught_before_it_reaches_a_commit(wor
         fifo.write_text("go\n")
     status, output = rerun_process_data_saving_when(workspace, "✓ process_data", save_then_release)
     assert status == 0, output  # DVC recorded the saved version as what ran
-    lie = "as saved after the stage ran, not as its kernel ran it. Run it again: dvc repro --force --single-item process_data"
+    lie = "other than its kernel ran (saved in the moment after the stage ended?). Run it again: " \
+          "dvc repro --force --single-item process_data"
     check = run("python -m dataops_kit.lockcheck", cwd=workspace, check=False)
     assert check.returncode == 1 and "✗ dvc.lock records " in check.stdout and lie in check.stdout, check.stdout
     commit = run("git commit -qam 'the saved version'", cwd=workspace, check=False)
@@ -249,11 +255,9 @@ def test_a_dead_kernel_ends_in_one_line(workspace):
 def test_a_runaway_cell_is_stopped_at_the_time_limit(workspace):
     set_param(workspace, "runner.cell_timeout", 3)
     edit_cell(workspace, "02_process_data.ipynb", "df.shape", "while True:\n    pass")
-    started = time.monotonic()
     result = run("dvc repro", cwd=workspace, check=False)
     one_line_failure(result, "✗ process_data: cell [2] (Read the raw data) ran "
                              "longer than runner.cell_timeout = 3 s (params.yaml) and was stopped")
-    assert time.monotonic() - started < 60
 
 
 def test_a_broken_or_missing_notebook_ends_in_one_line(workspace):
@@ -273,10 +277,10 @@ def test_a_notebook_without_kernel_metadata_runs_on_the_workspace_kernel(workspa
 
 
 def test_bless_misuse_ends_in_one_line(workspace):
-    result = run("python -m dataops_kit.runner.notebook bless notebooks/nope.ipynb", cwd=workspace, check=False)
+    result = run("python -m dataops_kit.notebook bless notebooks/nope.ipynb", cwd=workspace, check=False)
     assert result.returncode == 1 and result.stderr.startswith("✗ bless: notebooks/nope.ipynb does not exist")
     edit_cell(workspace, "01_get_data.ipynb", "missing values:", "gaps:")
-    result = run("python -m dataops_kit.runner.notebook bless notebooks/01_get_data.ipynb", cwd=workspace, check=False)
+    result = run("python -m dataops_kit.notebook bless notebooks/01_get_data.ipynb", cwd=workspace, check=False)
     assert "ran another version of notebooks/01_get_data.ipynb" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -320,7 +324,9 @@ def test_an_old_commit_from_another_platform_is_left_as_it_was_found(workspace):
     lock = workspace / "dvc.lock"
     ours = lock.read_text()
     lock.write_text(ours.replace(locked_md5(workspace, "models/model.skops"), "a1" * 16))
-    run("git commit -qam 'Pipeline, reproduced on an arm64 Mac'", cwd=workspace, env=env)
+    # Another machine's commit, made here by hand: here its dvc.lock names a model this kernel never
+    # wrote, which the pre-commit hook rightly refuses.
+    run("git commit --no-verify -qam 'Pipeline, reproduced on an arm64 Mac'", cwd=workspace, env=env)
     lock.write_text(ours)
     set_param(workspace, "train.logistic_regression.C", "0.01")
     run("dvc repro && git commit -qam 'Regularise harder'", cwd=workspace, env=env)

@@ -72,81 +72,91 @@ def outs(lock_text: str) -> dict:
     return outputs(read_yaml(lock_text))
 
 
+def _students(folder: Path, class_dir: Path, names: list, figures: dict, workers) -> Path:
+    """The instructor's clone pushed to the class, then each student's clone, pull and experiment."""
+    # The instructor: this workspace's committed history, its reproduced data and model.
+    instructor = folder / "instructor"
+    clone(REPO, instructor, class_dir)
+    shutil.copytree(REPO / ".dvc" / "cache" / "files", instructor / ".dvc" / "cache" / "files")
+    sh("dvc checkout -q && git push -q class HEAD:main && dvc push -q", cwd=instructor)
+    began = time.perf_counter()
+    for name in names:
+        clone(class_dir / "class.git", folder / name.split("-")[0], class_dir, student=name.split("-")[0])
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda name: sh("dvc pull -q", cwd=folder / name.split("-")[0]), names))
+    figures["clone and pull, s"] = time.perf_counter() - began
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        list(pool.map(lambda name: sh(f"dvc exp run -q -n {name} -S process.random_state={name[-3:]}",
+                                      cwd=folder / name.split("-")[0]), names))
+    figures["experiments, s"] = time.perf_counter() - began
+    return instructor
+
+
+def _push(folder: Path, class_dir: Path, names: list, figures: dict, fault: bool, say) -> None:
+    """Every student pushes at once; with FAULT, the store is killed once the first half has pushed."""
+    def push(name):  # as make class-remote prints it
+        return sh(f"dvc exp push {classroom.REMOTE} {name}", cwd=folder / name.split("-")[0], check=False)
+
+    began = time.perf_counter()
+    waves = [names[:len(names) // 2], names[len(names) // 2:]] if fault else [names]
+    results = {}
+    for wave, pushing in enumerate(waves):
+        if wave == 1:  # the fixed point: the first half has pushed, the second has not begun
+            pid = classroom._state(class_dir)["pid"]
+            os.killpg(pid, signal.SIGKILL)
+            figures["fault: killed after, s"] = time.perf_counter() - began
+            say(f"  fault: killed the store (pid {pid}) after {len(waves[0])} pushes")
+        with concurrent.futures.ThreadPoolExecutor(len(pushing)) as pool:
+            results.update(zip(pushing, pool.map(push, pushing)))
+    if fault:
+        restarted = time.perf_counter()
+        classroom.serve(class_dir, say=say)
+        figures["fault: store back after, s"] = time.perf_counter() - restarted
+    failed = [name for name, result in results.items() if result.returncode]
+    figures["push wall, s"] = time.perf_counter() - began - figures.get("fault: store back after, s", 0)
+    figures["pushes failed"] = len(failed)
+    # DVC's messages, one of each kind (object names, URLs and counts left out).
+    figures["failure messages"] = sorted({
+        re.sub(r"HTTPConnectionPool.*?(Connection refused).*", r"... \1",
+               re.sub(r"[0-9a-f]{32}", "<md5>", re.sub(r"\d+ files", "N files", line)))
+        for name in failed for line in (results[name].stdout + results[name].stderr).splitlines()
+        if line.startswith("ERROR")})
+    figures["retries failed"] = sum(bool(push(name).returncode) for name in failed)
+
+
+def _pull_and_check(instructor: Path, class_dir: Path, names: list, figures: dict) -> None:
+    """The instructor pulls every experiment and checks every object, in the cache and in the store."""
+    began = time.perf_counter()
+    sh(["dvc", "exp", "pull", classroom.REMOTE, *names], cwd=instructor)
+    figures["instructor pull, s"] = time.perf_counter() - began
+    expected, mismatches, missing = set(), 0, 0
+    refs = {ref.rsplit("/", 1)[1]: ref for ref in
+            sh("git for-each-ref --format='%(refname)' refs/exps", cwd=instructor).stdout.split()}
+    for name in names:
+        expected |= set(outs(sh(["git", "show", f"{refs[name]}:dvc.lock"], cwd=instructor).stdout).values())
+    for digest in expected:
+        path = stored(instructor / ".dvc" / "cache", digest)
+        missing += not path.exists()
+        mismatches += path.exists() and md5(path) != digest
+    figures["objects the experiments name"] = len(expected)
+    figures["missing after pull"] = missing
+    figures["md5 mismatches in the instructor's cache"] = mismatches
+    figures["partial or damaged objects in the store"], count, size = store_audit(class_dir)
+    figures["objects in the store"], figures["MB in the store"] = count, size / 1e6
+    figures["experiments on the class remote"] = len(
+        sh("dvc exp list class --all-commits --name-only", cwd=instructor).stdout.split())
+
+
 def simulate(students: int, folder: Path, fault: bool = False, workers: int = None, say=print,
              keep_running: bool = False) -> dict:
     class_dir, figures = folder / "class", {"students": students, "fault": fault}
     classroom.serve(class_dir, port=free_port("127.0.0.1"), say=say)
     try:
-        # The instructor: this workspace's committed history, its reproduced data and model.
-        instructor = folder / "instructor"
-        clone(REPO, instructor, class_dir)
-        shutil.copytree(REPO / ".dvc" / "cache" / "files", instructor / ".dvc" / "cache" / "files")
-        sh("dvc checkout -q && git push -q class HEAD:main && dvc push -q", cwd=instructor)
-
         names = [f"s{i:02d}-seed{100 + i}" for i in range(students)]
-        began = time.perf_counter()
-        for name in names:
-            clone(class_dir / "class.git", folder / name.split("-")[0], class_dir, student=name.split("-")[0])
-        with concurrent.futures.ThreadPoolExecutor(students) as pool:
-            list(pool.map(lambda name: sh("dvc pull -q", cwd=folder / name.split("-")[0]), names))
-        figures["clone and pull, s"] = time.perf_counter() - began
-
-        began = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-            list(pool.map(lambda name: sh(f"dvc exp run -q -n {name} -S process.random_state={name[-3:]}",
-                                          cwd=folder / name.split("-")[0]), names))
-        figures["experiments, s"] = time.perf_counter() - began
-
-        def push(name):  # as make class-remote prints it
-            return sh(f"dvc exp push {classroom.REMOTE} {name}", cwd=folder / name.split("-")[0], check=False)
-
-        began = time.perf_counter()
-        waves = [names[:students // 2], names[students // 2:]] if fault else [names]
-        results = {}
-        for wave, pushing in enumerate(waves):
-            if wave == 1:  # the fixed point: the first half has pushed, the second has not begun
-                pid = classroom._state(class_dir)["pid"]
-                os.killpg(pid, signal.SIGKILL)
-                figures["fault: killed after, s"] = time.perf_counter() - began
-                say(f"  fault: killed the store (pid {pid}) after {len(waves[0])} pushes")
-            with concurrent.futures.ThreadPoolExecutor(len(pushing)) as pool:
-                results.update(zip(pushing, pool.map(push, pushing)))
-        if fault:
-            restarted = time.perf_counter()
-            classroom.serve(class_dir, say=say)
-            figures["fault: store back after, s"] = time.perf_counter() - restarted
-        failed = [name for name, result in results.items() if result.returncode]
-        figures["push wall, s"] = time.perf_counter() - began - figures.get("fault: store back after, s", 0)
-        figures["pushes failed"] = len(failed)
-        # DVC's messages, one of each kind (object names, URLs and counts left out).
-        figures["failure messages"] = sorted({
-            re.sub(r"HTTPConnectionPool.*?(Connection refused).*", r"... \1",
-                   re.sub(r"[0-9a-f]{32}", "<md5>", re.sub(r"\d+ files", "N files", line)))
-            for name in failed for line in (results[name].stdout + results[name].stderr).splitlines()
-            if line.startswith("ERROR")})
-        retried = [push(name) for name in failed]
-        figures["retries failed"] = sum(bool(result.returncode) for result in retried)
-
-        # The instructor pulls everything, and checks every object.
-        began = time.perf_counter()
-        sh(["dvc", "exp", "pull", classroom.REMOTE, *names], cwd=instructor)
-        figures["instructor pull, s"] = time.perf_counter() - began
-        expected, mismatches, missing = set(), 0, 0
-        refs = {ref.rsplit("/", 1)[1]: ref for ref in
-                sh("git for-each-ref --format='%(refname)' refs/exps", cwd=instructor).stdout.split()}
-        for name in names:
-            expected |= set(outs(sh(["git", "show", f"{refs[name]}:dvc.lock"], cwd=instructor).stdout).values())
-        for digest in expected:
-            path = stored(instructor / ".dvc" / "cache", digest)
-            missing += not path.exists()
-            mismatches += path.exists() and md5(path) != digest
-        figures["objects the experiments name"] = len(expected)
-        figures["missing after pull"] = missing
-        figures["md5 mismatches in the instructor's cache"] = mismatches
-        figures["partial or damaged objects in the store"], count, size = store_audit(class_dir)
-        figures["objects in the store"], figures["MB in the store"] = count, size / 1e6
-        figures["experiments on the class remote"] = len(
-            sh("dvc exp list class --all-commits --name-only", cwd=instructor).stdout.split())
+        instructor = _students(folder, class_dir, names, figures, workers)
+        _push(folder, class_dir, names, figures, fault, say)
+        _pull_and_check(instructor, class_dir, names, figures)
         figures["push throughput, experiments/s"] = students / figures["push wall, s"]
         return figures
     finally:

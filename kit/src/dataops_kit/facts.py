@@ -16,7 +16,7 @@ from ruamel.yaml import YAMLError
 from dataops.params import parse as _parse
 
 __all__ = ["YAMLError", "read_yaml", "md5", "dvc_md5", "stored", "stages", "lock_outs", "outputs",
-           "declared_outputs", "locked_metrics", "git_show", "free_port", "workspace"]
+           "declared_outputs", "read_lock", "locked_metrics", "git_show", "free_port", "workspace"]
 
 
 def read_yaml(text: str):
@@ -71,6 +71,15 @@ def stored(store: Path, digest: str) -> Path:
 def cache_dir(repo: Path) -> Path:
     """The repository's DVC cache as `make` and the course leave it (the default place)."""
     return Path(repo) / ".dvc" / "cache"
+
+
+def read_lock(repo: Path) -> dict:
+    """REPO's dvc.lock as read, or {} where there is none or it cannot be read."""
+    try:
+        lock = read_yaml((Path(repo) / "dvc.lock").read_text())
+    except (OSError, YAMLError, ValueError):
+        return {}
+    return lock if isinstance(lock, dict) else {}
 
 
 def stages(document) -> dict:

@@ -35,7 +35,7 @@ from dataops_kit.runner.kernel import KERNEL, same_bytes_env
 def _filter() -> str:
     # Quoted only where the path needs it: DVC's experiment copies parse .git/config
     # with a reader that refuses a quoted value.
-    return f"{shlex.quote(sys.executable)} -m dataops_kit.runner.notebook clean"
+    return f"{shlex.quote(sys.executable)} -m dataops_kit.notebook clean"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -59,7 +59,7 @@ def install_kernel(prefix: Path) -> None:
 
 def install_jupyter_settings(prefix: Path) -> None:
     _write_json(prefix / "etc" / "jupyter" / "jupyter_server_config.json", {
-        "FileContentsManager": {"pre_save_hook": "dataops_kit.runner.notebook.pre_save_hook"},
+        "FileContentsManager": {"pre_save_hook": "dataops_kit.notebook.pre_save_hook"},
         # The launcher and the kernel menu offer the workspace's kernel only, not ipykernel's bare "python3".
         "KernelSpecManager": {"allowed_kernelspecs": [KERNEL]},
     })

@@ -18,8 +18,7 @@ command that puts it right, and exits 1.
 import sys
 
 from dataops import WorkspaceError, find_root
-from dataops.params import parse
-from dataops_kit.facts import git_show, outputs, stages
+from dataops_kit.facts import git_show, outputs, read_lock, read_yaml, stages
 from dataops_kit.runner.ran import lies
 
 
@@ -60,7 +59,7 @@ def main(argv=None) -> int:
     committed = git_show(root, "HEAD", "dvc.lock")
     if committed is None:  # no commit yet, or not a git repository: nothing to compare with
         return 0
-    print(verdict(parse(committed), parse((root / "dvc.lock").read_text())))
+    print(verdict(read_yaml(committed), read_lock(root)))
     return 0
 
 

@@ -1,11 +1,11 @@
-"""The committed notebooks are clean, and the runner names their cells (dataops_kit.runner.notebook, .stage)."""
+"""The committed notebooks are clean (dataops_kit.notebook), and the runner names their cells (dataops_kit.runner.stage)."""
 
 import json
 
 import nbformat
 import pytest
 
-from dataops_kit.runner.notebook import dumps, strip
+from dataops_kit.notebook import dumps, strip
 from dataops_kit.runner.stage import headlines
 from helpers import REPO, run
 

@@ -13,8 +13,7 @@ by ``make``'s closing line and by the git pre-commit hook ``make`` installs.
 import json
 from pathlib import Path
 
-from dataops.params import parse
-from dataops_kit.facts import YAMLError, dvc_md5, stages
+from dataops_kit.facts import dvc_md5, read_lock, stages
 
 
 def folder(root: Path) -> Path:
@@ -66,11 +65,7 @@ def lies(root: Path, but: str = None) -> list:
     A record is settled, and removed, once dvc.lock records that run's outputs
     with the same sources, or records other outputs (time travel, the run
     cache, a DVC save that failed): then the entry describes another run."""
-    try:
-        entries = stages(parse((root / "dvc.lock").read_text()))
-    except (OSError, YAMLError, ValueError):
-        return []
-    lines = []
+    entries, lines = stages(read_lock(root)), []
     for path in sorted(p for p in folder(root).glob("*.json") if p.stem != but):
         try:
             record = json.loads(path.read_text())
@@ -81,8 +76,9 @@ def lies(root: Path, but: str = None) -> list:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             differ = []  # unreadable: it proves nothing
         if differ:
-            lines.append(f"dvc.lock records {', '.join(differ)} of stage {path.stem} as saved after the stage "
-                         f"ran, not as its kernel ran it. Run it again: dvc repro --force --single-item {path.stem}")
+            lines.append(f"dvc.lock records {', '.join(differ)} of stage {path.stem} other than its kernel ran "
+                         f"(saved in the moment after the stage ended?). Run it again: "
+                         f"dvc repro --force --single-item {path.stem}")
         else:
             path.unlink(missing_ok=True)
     return lines

@@ -35,12 +35,12 @@ from pathlib import Path
 
 from dataops import STAGE, WorkspaceError, paths
 from dataops.params import parse, read
-from dataops_kit.facts import YAMLError, cache_dir, dvc_md5, stages, stored
+from dataops_kit.facts import YAMLError, cache_dir, dvc_md5, lock_outs, read_lock, stages, stored
 from dataops_kit.runner import ran
 from dataops_kit.runner.kernel import KERNEL
 from dataops_kit.runner.kernel import start as start_kernel
 from dataops_kit.runner.kernel import stop as stop_kernel
-from dataops_kit.runner.notebook import dumps, strip, tidy_executed, trust
+from dataops_kit.notebook import dumps, strip, tidy_executed, trust
 
 QUIET_SECONDS = 20  # a cell silent this long gets a line saying it still runs
 RECOVERY = "The last commit's data and model, all of them: git checkout HEAD -- dvc.lock && dvc checkout --force"
@@ -113,13 +113,11 @@ def restore_last_good(root: Path, name: str):
     (DVC deleted them before the run). An output that cannot be put back (not
     in the cache, a full disk) is removed rather than left wrong or
     half-written. Returns the paths put back and the files removed."""
-    try:
-        outs = parse((root / "dvc.lock").read_text())["stages"][name]["outs"]
-    except (OSError, YAMLError, KeyError, TypeError):
-        return [], []
     restored, removed = [], []
-    for out in outs:
-        checksum, target = str(out.get("md5", "")), root / out["path"]
+    for path, checksum in lock_outs(stages(read_lock(root)).get(name)):
+        if not isinstance(path, str):
+            continue
+        target = root / path
         if dvc_md5(target) == checksum:
             continue
         existed = target.exists()
@@ -127,11 +125,11 @@ def restore_last_good(root: Path, name: str):
             target.unlink(missing_ok=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(stored(cache_dir(root), checksum), target)
-            restored.append(out["path"])
+            restored.append(path)
         except (OSError, ValueError):  # no md5, not in the cache, or no room: never leave a partial copy
             target.unlink(missing_ok=True)
             if existed:
-                removed.append(out["path"])
+                removed.append(path)
     return restored, removed
 
 

@@ -259,28 +259,15 @@ def _unsaved_outputs(repo: Path) -> list:
     return unsaved
 
 
-def catch_up(number: int, repo: Path, say=print) -> None:
-    """Bring the course repository to the start of lesson NUMBER (the tag of
-    the lesson before), keeping everything of the student's, and say where."""
-    known = tags(repo)
-    if not known:
-        raise CourseError(f"{repo} has no lesson tags: run this in the course repository (make course builds one)")
-    if number == 0:
-        raise CourseError("lesson 0 starts from an empty folder: follow docs/lessons/00-setup.md")
-    if number - 1 not in known:
-        raise CourseError(f"no lesson {number}: this course has lessons 1 to {max(known) + 1} "
-                          f"({max(known) + 1} is the end of the last lesson)")
-    target, stamp = known[number - 1], f"before-lesson-{number:02d}"
+def _keep(repo: Path, number: int, known: dict, stamp: str) -> list:
+    """Put the student's uncommitted changes, unsaved outputs and own commits where catch-up leaves
+    them alone (a stash, saved-work/, a branch); one line for each, saying how to get it back."""
     kept = []
-
-    _preflight(repo, target)
-    outputs_now = declared_outputs(_spec(repo))
     unsaved = _unsaved_outputs(repo)  # before git moves anything
     if _git(["status", "--porcelain"], repo):
         message = f"catch-up to lesson {number}: uncommitted work"
         _git(["stash", "push", "--include-untracked", "-q", "-m", message], repo)
         kept.append(f'uncommitted changes: stash@{{0}} "{message}" (get them back: git stash pop)')
-
     if unsaved:
         folder = repo / "saved-work" / _unique(lambda n: f"{stamp}{n}", lambda n: (repo / "saved-work" / n).exists())
         for path in unsaved:
@@ -288,7 +275,6 @@ def catch_up(number: int, repo: Path, say=print) -> None:
             shutil.copy2(repo / path, folder / path)
         kept.append(f"outputs DVC had not saved: copied to {folder.relative_to(repo)}/ "
                     f"({', '.join(map(str, unsaved))})")
-
     branches = set(_git(["for-each-ref", "--format=%(refname:short)", "refs/heads"], repo).split())
     on_branch = _git(["symbolic-ref", "-q", "--short", "HEAD"], repo, check=False)
     for ref in dict.fromkeys(["main", "HEAD" if not on_branch else "main"]):
@@ -301,7 +287,11 @@ def catch_up(number: int, repo: Path, say=print) -> None:
             branches.add(name)
             kept.append(f"your commits on {'main' if ref == 'main' else 'a detached HEAD'}: "
                         f"branch {name} (see them: git log {name})")
+    return kept
 
+
+def _move(repo: Path, target: str, outputs_now: list) -> None:
+    """main at TARGET, with exactly that lesson's outputs in the working tree."""
     _git(["checkout", "-q", "-B", "main", target], repo)
     if _dvc(["checkout", "--force"], repo, check=False).returncode:
         remote = _dvc(["remote", "default"], repo, check=False).stdout.strip()
@@ -309,7 +299,7 @@ def catch_up(number: int, repo: Path, say=print) -> None:
             _dvc(["pull", "--force"], repo)
         else:
             _dvc(["repro"], repo)
-    # Outputs of later lessons: saved above when DVC had not, so in DVC's cache
+    # Outputs of later lessons: saved by _keep when DVC had not, so in DVC's cache
     # or in saved-work/ now. The working tree holds exactly this lesson's.
     later = [name for name in outputs_now if name not in declared_outputs(_spec(repo))]
     for name in later:
@@ -320,6 +310,24 @@ def catch_up(number: int, repo: Path, say=print) -> None:
             if folder == repo or not folder.is_dir() or any(folder.iterdir()):
                 break
             folder.rmdir()
+
+
+def catch_up(number: int, repo: Path, say=print) -> None:
+    """Bring the course repository to the start of lesson NUMBER (the tag of
+    the lesson before), keeping everything of the student's, and say where."""
+    known = tags(repo)
+    if not known:
+        raise CourseError(f"{repo} has no lesson tags: run this in the course repository (make course builds one)")
+    if number == 0:
+        raise CourseError("lesson 0 starts from an empty folder: follow docs/lessons/00-setup.md")
+    if number - 1 not in known:
+        raise CourseError(f"no lesson {number}: this course has lessons 1 to {max(known) + 1} "
+                          f"({max(known) + 1} is the end of the last lesson)")
+    target, stamp = known[number - 1], f"before-lesson-{number:02d}"
+    _preflight(repo, target)
+    outputs_now = declared_outputs(_spec(repo))
+    kept = _keep(repo, number, known, stamp)
+    _move(repo, target, outputs_now)
     status = _dvc(["status"], repo).stdout
     if "up to date" not in status and "no data or pipelines" not in status:
         raise CourseError(f"after checking out {target}, DVC says:\n{status}")

@@ -162,4 +162,4 @@ if __name__ == "__main__":
         except ValueError as error:
             sys.exit(f"✗ bless: {error}")
         sys.exit(0)
-    sys.exit("usage: python -m dataops_kit.runner.notebook clean [PATH] | bless notebooks/NN_stage.ipynb")
+    sys.exit("usage: python -m dataops_kit.notebook clean [PATH] | bless notebooks/NN_stage.ipynb")
