@@ -54,8 +54,10 @@ $(VENV)/.installed: requirements.txt $(KIT)
 	$(BIN)/uv --version 2>/dev/null | grep -qE '^uv $(UV_VERSION)( |$$)' || \
 	  $(BIN)/python -m pip install --quiet --disable-pip-version-check --force-reinstall uv==$(UV_VERSION)
 	@# Scripts name the venv's real path: a workspace sharing it may go away. dvc is
-	@# reinstalled, so its command is pip's even where an older toolkit rewrote it.
-	$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode --reinstall-package dvc -r requirements.txt
+	@# reinstalled only where an older toolkit rewrote its command (it named dataops_kit),
+	@# so its command is pip's again; never otherwise, as a shared venv may be running it.
+	$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode \
+	  $$(grep -qs dataops_kit $(BIN)/dvc && echo --reinstall-package dvc) -r requirements.txt
 	$(if $(KIT),$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode --reinstall-package dataops-kit ./kit)
 	PYTHONPATH=src $(BIN)/python -m dataops_kit.install
 	touch $@
@@ -129,8 +131,8 @@ class-remote-stop: ## Stop the class store
 	@python -m dataops_kit.teach.classroom stop --class-dir $(CLASS)
 class-join: class-deps ## Link this clone to the class store as STUDENT (your own key)
 	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
-leaderboard: class-deps ## Rank the class's experiments (leaderboard.html)
-	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS)
+leaderboard: class-deps ## Rank the class's experiments, each reproduced in a sandbox (leaderboard.html)
+	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS) $(if $(filter off,$(SANDBOX)),--unsandboxed)
 # A simulated class on loopback: STUDENTS clones push at once, with and without
 # the store killed at a fixed point (kit/bench/class_bench.py; figures in docs/instructors/class-bench-results.md).
 class-bench: class-deps ## A simulated class of STUDENTS pushing at once, then with the store killed
