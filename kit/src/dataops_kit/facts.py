@@ -16,7 +16,7 @@ from ruamel.yaml import YAMLError
 from dataops.params import parse as _parse
 
 __all__ = ["YAMLError", "read_yaml", "md5", "dvc_md5", "stored", "stages", "lock_outs", "outputs",
-           "declared_outputs", "read_lock", "locked_metrics", "git_show", "free_port", "workspace"]
+           "declared_outputs", "read_lock", "locked_metrics", "git_show", "printable", "free_port", "workspace"]
 
 
 def read_yaml(text: str):
@@ -130,6 +130,15 @@ def git_show(repo: Path, rev: str, path: str):
         return result.stdout.decode()
     except UnicodeDecodeError:
         return None
+
+
+def printable(value, width: int = 60) -> str:
+    """Text a student wrote, safe for a terminal: control and format characters
+    (escape sequences, bidi overrides) become '?', and it is cut to WIDTH."""
+    import unicodedata
+
+    text = "".join("?" if unicodedata.category(c)[0] == "C" else c for c in str(value))
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

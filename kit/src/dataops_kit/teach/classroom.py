@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import time
-import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from dataops_kit.facts import (YAMLError, free_port, git_show, is_md5, lock_outs, locked_metrics, read_yaml, stages,
                                workspace)
+from dataops_kit.facts import printable as clean
 from dataops_kit.teach import gate
 
 DEFAULT_CLASS = workspace().parent / "dataops-class"
@@ -295,13 +295,6 @@ def _flat(tree: dict, prefix="") -> dict:
     return flat
 
 
-def clean(value, width: int = 60) -> str:
-    """Text a student wrote, safe for a terminal: control and format characters
-    (escape sequences, bidi overrides) become '?', and it is cut to WIDTH."""
-    text = "".join("?" if unicodedata.category(c)[0] == "C" else c for c in str(value))
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def lock_refusal(lock) -> str:
     """Why a dvc.lock cannot be ranked on its own terms (an output not named by an md5), or None."""
     for entry in stages(lock).values():
@@ -352,9 +345,9 @@ def experiments(repo: Path, names=None) -> list:
     return rows
 
 
-def _verdicts(repo: Path, rows: list, say) -> None:
+def _verdicts(repo: Path, rows: list, say, sandboxed: bool) -> None:
     """Each row's reproduction, as the exercise grader checks it (a fresh clone reruns every
-    stage, and the outputs must be the bytes dvc.lock names); kept per commit in .dvc/tmp."""
+    stage, and the outputs must be the bytes dvc.lock names), in the sandbox; kept per commit in .dvc/tmp."""
     from dataops_kit.teach.exercises import Scene
 
     path = repo / ".dvc" / "tmp" / "dataops-leaderboard.json"
@@ -362,7 +355,7 @@ def _verdicts(repo: Path, rows: list, say) -> None:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
-    scene = Scene(repo)
+    scene = Scene(repo, sandboxed=sandboxed)
     try:
         for row in rows:
             if row["refused"]:
@@ -380,8 +373,17 @@ def _verdicts(repo: Path, rows: list, say) -> None:
         path.write_text(json.dumps(known, indent=1) + "\n")
 
 
-def leaderboard(repo: Path, html_path: Path, say=print) -> list:
-    """Fetch every experiment pushed to the class, reproduce each, rank those that reproduce."""
+def leaderboard(repo: Path, html_path: Path, say=print, sandboxed: bool = True) -> list:
+    """Fetch every experiment pushed to the class, reproduce each in the sandbox (or, only when
+    SANDBOXED is False, as this user), rank those that reproduce."""
+    if sandboxed:
+        from dataops_kit.teach import sandbox
+
+        try:
+            sandbox.check()
+        except sandbox.Unavailable as error:
+            raise StoreError(f"{error}; nothing of the class was run (make leaderboard SANDBOX=off runs "
+                             f"students' code as you, with your home, keys and network)") from None
     listed = subprocess.run([DVC, "exp", "list", REMOTE, "--all-commits", "--name-only"], cwd=repo,
                             capture_output=True, text=True)
     if listed.returncode:
@@ -392,7 +394,7 @@ def leaderboard(repo: Path, html_path: Path, say=print) -> list:
         if pulled.returncode:
             raise StoreError(f"dvc exp pull failed:\n{pulled.stdout}{pulled.stderr}")
     rows = experiments(repo, set(names))  # the class's, not the instructor's own tries
-    _verdicts(repo, rows, say)
+    _verdicts(repo, rows, say, sandboxed)
     ranked = sorted((row for row in rows if not row["refused"]),
                     key=lambda row: (-row["metrics"]["accuracy"], -row["metrics"]["f1_macro"], row["experiment"]))
     rejected = sorted((row for row in rows if row["refused"]), key=lambda row: row["experiment"])
@@ -442,6 +444,8 @@ def main(argv=None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8333)
     parser.add_argument("--student", default=os.environ.get("STUDENT") or None)
+    parser.add_argument("--unsandboxed", action="store_true",
+                        help="leaderboard: reproduce students' experiments as you, outside the sandbox")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -455,7 +459,7 @@ def main(argv=None) -> int:
         elif args.command == "join":
             join(Path.cwd(), args.class_dir, args.student)
         else:
-            leaderboard(Path.cwd(), Path.cwd() / "leaderboard.html")
+            leaderboard(Path.cwd(), Path.cwd() / "leaderboard.html", sandboxed=not args.unsandboxed)
     except (StoreError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or ""
         print(f"✗ {error}{(': ' + detail.strip()) if detail else ''}", file=sys.stderr)

@@ -45,9 +45,11 @@ CLASSMATE = {**AUTHOR, "GIT_AUTHOR_NAME": "Classmate", "GIT_COMMITTER_NAME": "Cl
 class Scene:
     """A scenario repository, and the questions a checker asks of it."""
 
-    def __init__(self, repo: Path, env: dict = None):
-        self.repo, self.env = repo, env or student_env(WORKSPACE)
+    def __init__(self, repo: Path, env: dict = None, sandboxed: bool = False):
+        """SANDBOXED: reproductions run in dataops_kit.teach.sandbox, for work that is not the caller's own."""
+        self.repo, self.env, self.sandboxed = repo, env or student_env(WORKSPACE), sandboxed
         self._reproduced, self._clone, self._trusted_lock, self.grading = {}, None, None, False
+        self.wall_seconds = None  # the sandbox's limit for one reproduction, when not its default
 
     def sh(self, commands: str, check=True, cwd=None, env=None, timeout=None) -> subprocess.CompletedProcess:
         try:
@@ -192,6 +194,23 @@ class Scene:
         (clone / "dvc.lock").unlink(missing_ok=True)
         if self._trusted_lock is not None:
             (clone / "dvc.lock").write_bytes(self._trusted_lock)
+        return self._in_sandbox(clone, wanted) if self.sandboxed else self._here(clone, wanted)
+
+    def _in_sandbox(self, clone: Path, wanted: dict):
+        from dataops_kit.teach import sandbox
+
+        result = sandbox.reproduce(clone, sorted(wanted), wall=self.wall_seconds or sandbox.WALL_SECONDS)
+        if result["code"]:
+            return f"a fresh run fails: {(result['lines'] or ['dvc repro exited ' + str(result['code'])])[0]}"
+        if isinstance(result.get("lock"), str):
+            self._trusted_lock = result["lock"].encode()
+        for path, digest in wanted.items():
+            if result["md5"].get(path) != digest:
+                return (f"{path} is not what a fresh run makes: the recorded file was not made by the pipeline "
+                        f"(edited by hand, or recorded with dvc commit -f?)")
+        return None
+
+    def _here(self, clone: Path, wanted: dict):
         try:
             ran = self.sh(f"dvc config --local cache.dir {clone / '.dvc' / 'cache'} && dvc repro -q --no-run-cache",
                           check=False, cwd=clone, timeout=REPRO_SECONDS)

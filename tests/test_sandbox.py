@@ -1,0 +1,116 @@
+"""Someone else's work is reproduced in a sandbox (dataops_kit.teach.sandbox, bubblewrap): hostile
+commits each end as rejected, with the reason, and nothing of the instructor's is read or touched."""
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from helpers import run
+
+pytestmark = pytest.mark.skipif(not shutil.which("bwrap") and not os.environ.get("CI"), reason="needs bubblewrap (.ci/run installs it)")
+
+GET_DATA = "01_get_data.ipynb"
+ANCHOR = "import"  # the first code line of a cell after the parameters: the attack goes before it
+
+
+@pytest.fixture
+def instructor(tmp_path):
+    """Things of the instructor's a reproduction must never reach: a class key file and a listening port."""
+    keys = tmp_path / "class" / "keys.json"
+    keys.parent.mkdir()
+    keys.write_text(json.dumps({"instructor": {"secret_access_key": "SECRET-of-the-instructor"}}))
+    secret, home = tempfile.mkstemp(dir=Path.home(), prefix=".dataops-test-")  # a file of the home's, no bind's
+    os.write(secret, b"SECRET-of-the-home")
+    os.close(secret)
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    yield {"keys": keys, "home": home, "port": listener.getsockname()[1], "accepted": accepted,
+           "outside": tmp_path / "outside"}
+    listener.close()
+    os.unlink(home)
+
+
+def attack(workspace: Path, code: str) -> None:
+    """A classmate's commit: CODE at the top of get_data's second cell, committed with the lock it had."""
+    notebook = json.loads((workspace / "notebooks" / GET_DATA).read_text())
+    cell = [c for c in notebook["cells"] if c["cell_type"] == "code"][1]
+    cell["source"] = code + "\n" + "".join(cell["source"])
+    (workspace / "notebooks" / GET_DATA).write_text(json.dumps(notebook, indent=1))
+    run("git commit -qam 'my experiment' --no-verify", cwd=workspace)
+
+
+def verdict(workspace: Path, wall=None):
+    from dataops_kit.teach.exercises import Scene
+
+    scene = Scene(workspace, sandboxed=True)
+    scene.wall_seconds = wall
+    try:
+        return scene.reproduces("HEAD")
+    finally:
+        scene.cleanup()
+
+
+def test_an_honest_commit_reproduces_in_the_sandbox(workspace):
+    assert verdict(workspace) is None
+
+
+HOSTILE = {
+    "read the keys": ("print(open({keys!r}).read())", "FileNotFoundError"),
+    "read the home": ("print(open({home!r}).read())", "FileNotFoundError"),
+    "write outside the copy": ("open({outside!r}, 'w').write('x')", "FileNotFoundError"),
+    "write into the venv": ("import sys, pathlib; pathlib.Path(sys.prefix, 'x').write_text('x')", "OSError: [Errno 30]"),
+    "call the gate with the admin key": (
+        "import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)", "ConnectionRefusedError"),
+    "a fork bomb": ("import os\nwhile True:\n    os.fork()", "a fresh run fails"),
+    "fill the disk": ("import os\nfor i in range(64):\n    open(f'/tmp/fill{{i}}', 'wb').write(os.urandom(1 << 20) * 64)",
+                      "a fresh run fails"),
+    "print escape codes": ("raise RuntimeError('\\x1b]0;PWNED\\x07\\x1b[2J')", "RuntimeError: ?]0;PWNED??[2J"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_commit_is_rejected_with_the_reason_and_touches_nothing(workspace, instructor, case):
+    code, reason = HOSTILE[case]
+    attack(workspace, code.format(keys=str(instructor["keys"]), home=instructor["home"],
+                                  outside=str(instructor["outside"]), port=instructor["port"]))
+    said = verdict(workspace)
+    assert said and said.startswith("a fresh run fails") and reason in said, said
+    assert "\x1b" not in said and "\x07" not in said
+    assert not instructor["outside"].exists() and instructor["accepted"] == []
+    assert "SECRET" in instructor["keys"].read_text()
+
+
+def test_a_run_that_never_ends_is_stopped_at_the_wall_limit(workspace):
+    attack(workspace, "import time\ntime.sleep(10 ** 6)")
+    said = verdict(workspace, wall=45)
+    assert said == "a fresh run fails: it did not end within 45 s, and was stopped", said
+
+
+def test_a_stage_that_is_not_the_runner_never_runs(workspace, instructor):
+    pipeline = workspace / "dvc.yaml"
+    pipeline.write_text(pipeline.read_text().replace(
+        "cmd: dataops-run notebooks/01_get_data.ipynb",
+        f"cmd: cp {instructor['keys']} {instructor['outside']} && dataops-run notebooks/01_get_data.ipynb"))
+    run("git commit -qam 'my experiment' --no-verify", cwd=workspace)
+    said = verdict(workspace)
+    assert said.startswith("stage get_data runs ") and "every stage runs a notebook" in said, said
+    assert not instructor["outside"].exists()
+
+
+def test_the_sandbox_imports_the_copys_helpers_and_no_library_of_the_copys(workspace):
+    """The venv's dataops.pth names the instructor's src/: the copy's src/dataops is what runs, and a
+    src/dvc/ of the copy's cannot stand in for DVC (it would "reproduce" without running a stage)."""
+    (workspace / "src" / "dvc").mkdir()
+    (workspace / "src" / "dvc" / "__init__.py").write_text("raise SystemExit('a fake dvc')\n")
+    with open(workspace / "src" / "dataops" / "__init__.py", "a") as module:
+        module.write("\nraise RuntimeError('the copy of the helpers ran')\n")
+    run("git add -A && git commit -qm 'my experiment' --no-verify", cwd=workspace)
+    said = verdict(workspace)
+    assert said and "the copy of the helpers ran" in said and "fake dvc" not in said, said
