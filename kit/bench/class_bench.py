@@ -30,9 +30,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -148,18 +150,62 @@ def _pull_and_check(instructor: Path, class_dir: Path, names: list, figures: dic
         sh("dvc exp list class --all-commits --name-only", cwd=instructor).stdout.split())
 
 
+class Hog(threading.Thread):
+    """One misbehaving client, from a loopback address of its own: as many connections to the gate as
+    it will hold, each sending half a request's headers, each opened again as soon as the gate ends it."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port, self.done, self.held, self.peak, self.opened = port, threading.Event(), [], 0, 0
+
+    @staticmethod
+    def _ended(connection) -> bool:
+        try:
+            ended = connection.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            ended = True
+        if ended:
+            connection.close()
+        return ended
+
+    def run(self):
+        while not self.done.is_set():
+            self.held = [connection for connection in self.held if not self._ended(connection)]
+            try:
+                connection = socket.create_connection(("127.0.0.1", self.port), timeout=1,
+                                                      source_address=("127.0.0.66", 0))
+                connection.sendall(b"GET /git/class.git/info/refs HTTP/1.1\r\nHost: class\r\n")
+                connection.setblocking(False)
+                self.held.append(connection)
+                self.opened += 1
+            except OSError:
+                pass
+            self.peak = max(self.peak, len(self.held))
+            time.sleep(0.002)  # an attacker on this machine's cores would otherwise only measure itself
+
+
 def simulate(students: int, folder: Path, fault: bool = False, workers: int = None, say=print,
-             keep_running: bool = False) -> dict:
+             keep_running: bool = False, hostile: bool = False) -> dict:
     class_dir, figures = folder / "class", {"students": students, "fault": fault}
-    classroom.serve(class_dir, port=free_port("127.0.0.1"), say=say)
+    port = free_port("127.0.0.1")
+    classroom.serve(class_dir, port=port, say=say)
+    hog = Hog(port) if hostile else None
     try:
         names = [f"s{i:02d}-seed{100 + i}" for i in range(students)]
         instructor = _students(folder, class_dir, names, figures, workers)
+        if hog:
+            hog.start()
         _push(folder, class_dir, names, figures, fault, say)
         _pull_and_check(instructor, class_dir, names, figures)
         figures["push throughput, experiments/s"] = students / figures["push wall, s"]
+        if hog:
+            figures["hostile client: connections opened / held at most"] = f"{hog.opened} / {hog.peak}"
         return figures
     finally:
+        if hog:
+            hog.done.set()
         if not keep_running:
             classroom.stop(class_dir, say=lambda _: None)
 
@@ -178,6 +224,7 @@ def store_audit(class_dir: Path):
 
 
 RESULTS = Path(__file__).with_name("class-results.json")
+HOSTILE = Path(__file__).with_name("class-hostile.json")  # --hostile: quiet, then one client hogging the gate
 PAGE = REPO / "docs" / "instructors" / "class-bench-results.md"
 CORRECT = ("retries failed", "missing after pull", "md5 mismatches in the instructor's cache",
            "partial or damaged objects in the store")
@@ -212,12 +259,14 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=RESULTS,
                         help="where to write the figures (the default also rewrites the instructors' results page)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
+    parser.add_argument("--hostile", action="store_true",
+                        help="quiet, then with one client holding all the connections it can (class-hostile.json)")
     args = parser.parse_args()
     runs = []
-    for fault in (False, True):
+    for fault, hostile in ((False, False), (False, True)) if args.hostile else ((False, False), (True, False)):
         folder = Path(tempfile.mkdtemp(prefix="class-bench-"))
         try:
-            runs.append(simulate(args.students, folder, fault))
+            runs.append(simulate(args.students, folder, fault, hostile=hostile))
         finally:
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -225,8 +274,9 @@ def main() -> int:
         for key, value in runs[-1].items():
             print(f"{key:<{width}}  {value:.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     results = {"machine": f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}", "runs": runs}
-    args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    if args.json == RESULTS:
+    target = HOSTILE if args.hostile and args.json == RESULTS else args.json
+    target.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if target == RESULTS:
         PAGE.write_text(render(results))
     return 0 if all(run[key] == 0 for run in runs for key in CORRECT) else 1
 

@@ -212,3 +212,69 @@ def test_the_gate_answers_a_malformed_or_oversized_request_in_one_line_and_close
     finally:
         server.shutdown()
         server.server_close()
+
+
+class SmallGate(gate.Server):
+    per_client, header_seconds = 8, 1
+
+
+def held_open(server, count, host):
+    """COUNT connections from HOST (a loopback address of its own) that send half a request's headers."""
+    import socket
+
+    held = []
+    for _ in range(count):
+        connection = socket.create_connection(server.server_address, timeout=30, source_address=(host, 0))
+        connection.sendall(b"GET /git/class.git/info/refs HTTP/1.1\r\nHost: x\r\n")
+        held.append(connection)
+    return held
+
+
+def closed_by_the_gate(connection) -> bool:
+    try:
+        return connection.recv(1) == b""  # the gate's end: no answer, the connection is over
+    except ConnectionResetError:
+        return True
+
+
+def serving(server_class, folder):
+    import threading
+
+    gate.Gate.folder, gate.Gate.keys, gate.Gate.log = folder, gate.Keys(folder), None
+    server = server_class(("127.0.0.1", 0), gate.Gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_one_client_holding_connections_neither_locks_out_the_class_nor_stays(tmp_path):
+    """Bounds that hold before a client says who it is: its connections beyond its share are closed at
+    once, those it holds without finishing their headers end at the header deadline, and a classmate
+    on another address is answered meanwhile."""
+    import http.client
+
+    server = serving(SmallGate, tmp_path)
+    try:
+        held = held_open(server, 20, "127.0.0.66")
+        assert all(closed_by_the_gate(connection) for connection in held[SmallGate.per_client:])
+        classmate = http.client.HTTPConnection(*server.server_address, timeout=30)
+        classmate.request("GET", "/git/class.git/info/refs?service=git-upload-pack")
+        assert classmate.getresponse().status == 401  # answered: git asks for the key
+        assert all(closed_by_the_gate(connection) for connection in held[:SmallGate.per_client])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class PatientGate(gate.Server):
+    header_seconds = 600
+
+
+def test_a_stop_ends_the_connections_that_never_finish_their_headers(tmp_path):
+    server = serving(PatientGate, tmp_path)
+    held = held_open(server, 5, "127.0.0.66")
+    while len(server.clients) < len(held):  # each accepted (the accept loop runs in its own thread)
+        time.sleep(0.05)
+    server.shutdown()
+    server.drain()
+    server.server_close()
+    assert all(closed_by_the_gate(connection) for connection in held) and not server.clients

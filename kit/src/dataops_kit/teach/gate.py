@@ -12,12 +12,14 @@ and everyone else comes through this gate, which:
   says; nothing else (no delete, no overwrite, no bucket operation);
 - serves the class git remote (CLASS/class.git) over HTTP, with the same
   key as the password, to `git http-backend`: its pre-receive hook lets a
-  student create and update only experiments named after them, and nobody
-  delete a ref or move `main` but the instructor;
+  student create and update only experiments named after them, and create
+  submissions under their own name (never replace one), and nobody delete a
+  ref or move `main` but the instructor;
 - hands out keys: POST /_class/join {"student": NAME} gives NAME its key, once.
 
 It starts SeaweedFS as its child, keeps only its warnings and errors in
-CLASS/store.log, and on SIGTERM finishes the requests in flight, then stops it.
+CLASS/store.log, and on SIGTERM gives the requests in flight a few seconds, then stops it.
+One client can hold only so much of it (Server).
 """
 
 import base64
@@ -30,6 +32,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +48,9 @@ MAX_OBJECT = 50 << 20  # s3fs sends anything smaller in one PUT: larger (multipa
 SKEW = 15 * 60  # seconds a signed request may be old or early, as S3 allows
 ZERO = "0" * 40
 INSTRUCTOR = "instructor"
+SUBMISSION = re.compile(r"refs/submissions/([^/]+)/(\d{2})/(\d{8}T\d{6}Z)")  # <name>/<exercise>/<UTC time>
+SUBMISSIONS_LOG = "submissions.log"  # in class.git: when each submission arrived
+IDLE_SECONDS = 30  # a request's body may pause this long between two reads
 
 
 class Refused(Exception):
@@ -202,6 +208,11 @@ def ref_refusal(user: str, old: str, new: str, ref: str):
         return f"{ref}: nobody deletes a ref of the class (it is someone's work)"
     if user == INSTRUCTOR:
         return None
+    submission = SUBMISSION.fullmatch(ref)
+    if submission and submission.group(1) != user:
+        return f"{ref}: not your name: your submissions go under refs/submissions/{user}/ (make submit N)"
+    if submission:
+        return None if old == ZERO else f"{ref}: a submission is never replaced: make submit N adds a new version"
     match = re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/([^/]+)", ref)
     if not match:
         return f"{ref}: students push experiments only (dvc exp push); main and other branches are the instructor's"
@@ -211,14 +222,21 @@ def ref_refusal(user: str, old: str, new: str, ref: str):
     return None
 
 
-def pre_receive(stdin=sys.stdin, env=os.environ) -> int:
-    user, refused = env.get("REMOTE_USER", ""), 0
+def pre_receive(stdin=sys.stdin, env=os.environ, log=Path(SUBMISSIONS_LOG)) -> int:
+    """Refuse the push if any ref is refused; otherwise record when each submission arrived (the class's
+    clock, in the git folder: a deadline never reads the date a student writes into a commit)."""
+    user, refused, arrived = env.get("REMOTE_USER", ""), 0, []
     for line in stdin:
         old, new, ref = line.split()
         reason = ref_refusal(user, old, new, ref) if user else "pushes need a key: make class-join"
         if reason:
             print(f"✗ {reason}", file=sys.stderr)
             refused += 1
+        elif SUBMISSION.fullmatch(ref):
+            arrived.append(f"{time.time():.3f} {ref} {new}\n")
+    if arrived and not refused:
+        with open(log, "a") as file:
+            file.writelines(arrived)
     return 1 if refused else 0
 
 
@@ -238,7 +256,60 @@ def _error_xml(code: str, message: str) -> bytes:
 
 
 class Server(http.server.ThreadingHTTPServer):
-    daemon_threads, block_on_close = False, True  # a stop waits for the requests in flight
+    """One thread a connection, within bounds that hold before anyone says who they are: connections
+    in all and from one address (more are closed at once), and the seconds to send each request's line
+    and headers, however slowly they come (a reaper ends late ones). A stop (drain) ends the
+    connections waiting for headers at once and gives the requests in flight a few seconds."""
+    daemon_threads, block_on_close = True, False
+    max_connections, per_client, header_seconds, drain_seconds = 512, 64, 10, 5
+
+    def __init__(self, *args):
+        self.lock, self.clients, self.waiting = threading.Lock(), {}, {}
+        super().__init__(*args)
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def verify_request(self, request, client_address):
+        with self.lock:
+            theirs = sum(host == client_address[0] for host in self.clients.values())
+            if len(self.clients) >= self.max_connections or theirs >= self.per_client:
+                return False
+            self.clients[request] = client_address[0]
+            return True
+
+    def shutdown_request(self, request):
+        with self.lock:
+            self.clients.pop(request, None)
+            self.waiting.pop(request, None)
+        super().shutdown_request(request)
+
+    def expect_headers(self, connection, within=None) -> None:
+        """CONNECTION must send a request's headers within WITHIN seconds; None: they came."""
+        with self.lock:
+            if within is None:
+                self.waiting.pop(connection, None)
+            else:
+                self.waiting[connection] = time.monotonic() + within
+
+    def cut(self, now=float("inf")) -> None:
+        """End the connections whose headers are late by NOW (all that wait for headers, by default)."""
+        with self.lock:
+            late = [connection for connection, deadline in self.waiting.items() if deadline <= now]
+        for connection in late:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(0.5)
+            self.cut(time.monotonic())
+
+    def drain(self) -> None:
+        deadline = time.monotonic() + self.drain_seconds
+        while self.clients and time.monotonic() < deadline:
+            self.cut()
+            time.sleep(0.05)
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: nothing to log
@@ -253,6 +324,11 @@ class Gate(http.server.BaseHTTPRequestHandler):
     keys: Keys
     upstream: tuple  # (host, port) of SeaweedFS's S3
     log = None
+    timeout = IDLE_SECONDS  # each read of the connection (StreamRequestHandler's)
+
+    def handle_one_request(self):
+        self.server.expect_headers(self.connection, self.server.header_seconds)
+        super().handle_one_request()
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # refusals are logged where they happen; requests are not (the log stays still while idle)
@@ -295,8 +371,13 @@ class Gate(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _handle(self):
+        self.server.expect_headers(self.connection)
         try:
-            body = self._body()
+            try:
+                body = self._body()
+            except TimeoutError:  # a body that stopped coming for IDLE_SECONDS: the connection ends
+                self.close_connection = True
+                return
             if self.path.startswith("/_class/"):
                 return self._enrol(body)
             if self.path.startswith("/git/"):
@@ -449,7 +530,8 @@ def run(folder: Path) -> int:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
-        server.server_close()  # waits for the requests in flight
+        server.drain()  # the requests in flight, for a few seconds at most
+        server.server_close()
         # Every write came through the gate and has ended, so SeaweedFS holds no request.
         # Its SIGTERM waits 15 s on its own filer's metadata stream: one second, then SIGKILL
         # (what it has written is in the page cache, which a process's end does not lose).
