@@ -236,10 +236,10 @@ def _enrol(state: dict, student: str) -> dict:
     return key
 
 
-def join(repo: Path, folder: Path, student: str = None, say=print) -> str:
+def join(repo: Path, folder: Path, student: str = None, say=print, default: bool = True) -> str:
     """Point a clone at the class: git remote `class` (the gate's /git/class.git), DVC remote
-    `class` as the default, with STUDENT's own key (the instructor's if no STUDENT is
-    named and this account can read it). Returns the name joined as."""
+    `class` (the default, unless DEFAULT is False), with STUDENT's own key (the instructor's if no
+    STUDENT is named and this account can read it). Returns the name joined as."""
     folder = folder.resolve()
     try:
         state = _state(folder)
@@ -247,6 +247,7 @@ def join(repo: Path, folder: Path, student: str = None, say=print) -> str:
         raise StoreError(f"cannot read the class's address in {folder}: {error.strerror}") from None
     if not state:
         raise StoreError(f"no class store in {folder}: the instructor starts it with make class-remote")
+    _one_name(state["endpoint"], student or gate.INSTRUCTOR)
     if student:
         name, key = student, _enrol(state, student)
     else:
@@ -277,12 +278,23 @@ def join(repo: Path, folder: Path, student: str = None, say=print) -> str:
     local.touch(mode=0o600)
     local.chmod(0o600)
     with Config(dvc_dir=str(repo / ".dvc")).edit("local") as config:
-        config["core"]["remote"] = REMOTE  # the default: `dvc push` and `dvc exp push class X` both go here
+        if default:  # `dvc push` and `dvc exp push class X` both go here
+            config["core"]["remote"] = REMOTE
         config["remote"][REMOTE] = {"url": f"s3://{state['bucket']}/dvc", "endpointurl": state["endpoint"],
                                     "verify": True, **key}
     say(f"Joined the class as {name}: git remote {REMOTE!r} = {url}; DVC remote {REMOTE!r} (the default) = "
         f"s3://{state['bucket']}/dvc at {state['endpoint']}; your key is in .dvc/config.local and {store}.")
     return name
+
+
+def _one_name(endpoint: str, name: str) -> None:
+    """Refuse a second name from one account: git's credential for the store's address is the
+    account's (DVC's git client reads only the global config), so every clone would push as the last."""
+    key = f"credential.{endpoint}.username"
+    joined = subprocess.run(["git", "config", "--global", "--get", key], capture_output=True, text=True).stdout.strip()
+    if joined and joined != name:
+        raise StoreError(f"this account joined the class as {joined}, and every clone of it pushes as {joined}: "
+                         f"one account, one name (to join as {name} instead: git config --global --unset {key})")
 
 
 def _flat(tree: dict, prefix="") -> dict:
