@@ -17,7 +17,7 @@ export JUPYTER_PLATFORM_DIRS := 1
 # serves this folder: its lessons, its notebooks.
 export DATAOPS_WORKSPACE := $(if $(wildcard kit/pyproject.toml),$(CURDIR))
 
-.PHONY: all help setup repro test lab bench lock course course-verify course-publish catch-up exercise check class-deps class-remote class-remote-stop class-join leaderboard class-bench
+.PHONY: all help setup repro test lab bench lock course course-verify course-publish catch-up exercise check class-deps class-remote class-remote-stop class-join leaderboard submit grades class-bench
 
 all: repro
 
@@ -108,7 +108,7 @@ catch-up: $(READY) ## In a course repository: go to the start of LESSON, keeping
 # Graded exercises (docs/exercises.md), from the course: `make exercise 3` sets
 # up exercise 3's scene in EXERCISES/03-.../repo; `make check 3` grades it.
 EXERCISES ?= ../dataops-exercises
-ifneq ($(filter exercise check,$(firstword $(MAKECMDGOALS))),)
+ifneq ($(filter exercise check submit,$(firstword $(MAKECMDGOALS))),)
 N := $(word 2,$(MAKECMDGOALS))
 $(eval $(N):;@:)
 endif
@@ -133,6 +133,12 @@ class-join: class-deps ## Link this clone to the class store as STUDENT (your ow
 	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
 leaderboard: class-deps ## Rank the class's experiments, each reproduced in a sandbox (leaderboard.html)
 	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS) $(if $(filter off,$(SANDBOX)),--unsandboxed)
+# Submissions (python -m dataops_kit.teach.gradebook): `make submit 1 CLASS=... STUDENT=ada` sends
+# exercise 1's scene, committed, to the class; `make grades` grades the latest of each, in the sandbox.
+submit: class-deps ## make submit N: send exercise N's scene, committed, to the class (CLASS, STUDENT)
+	@python -m dataops_kit.teach.gradebook submit $(N) --class-dir $(CLASS) --exercises $(EXERCISES) $(if $(STUDENT),--student $(STUDENT))
+grades: class-deps ## Grade every submission in a sandbox: CLASS/grades/grades.csv and feedback/ (DEADLINE=2026-12-10T23:59)
+	@python -m dataops_kit.teach.gradebook grades --class-dir $(CLASS) --course $(COURSE) $(if $(DEADLINE),--deadline $(DEADLINE))
 # A simulated class on loopback: STUDENTS clones push at once, with and without
 # the store killed at a fixed point (kit/bench/class_bench.py; figures in docs/instructors/class-bench-results.md).
 class-bench: class-deps ## A simulated class of STUDENTS pushing at once, then with the store killed

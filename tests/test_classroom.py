@@ -3,6 +3,7 @@ a real SeaweedFS behind the real gate on 127.0.0.1, real git and dvc-s3 pushes a
 pulls, each student in a home of their own; every attack a student's key allows
 is tried, then the leaderboard, then the store killed between two halves of a class."""
 
+import csv
 import hashlib
 import importlib.util
 import json
@@ -17,12 +18,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from dataops_kit.teach import classroom
-from helpers import REPO, VENV_BIN, free_port, make_clone, run
+from helpers import ARTIFACTS, REPO, VENV_BIN, free_port, make_clone, run
 
 # Every test here drives a real store: all slow, so the quick loop (`pytest -m "not slow"`) stays quick.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -325,6 +327,23 @@ def test_a_student_with_another_uid_joins_from_the_shared_folder_without_reading
     assert taken.returncode == 1 and "the name ada already has a key" in taken.stderr
 
 
+def test_one_account_joins_under_one_name_only(klass, tmp_path):
+    """A second name from the account that joined as ada would take over git's credential for the store
+    (every clone of the account would push as the second): refused in one line, ada's stays hers."""
+    ada = klass["ada"]
+    second = tmp_path / "second"
+    run(["git", "clone", "-q", str(ada.clone), str(second)], cwd=tmp_path)
+    refused = run([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(klass["folder"]),
+                   "--student", "eve"], cwd=second, check=False, env={"HOME": str(ada.home)})
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "this account joined the class as ada" in refused.stderr and "one account, one name" in refused.stderr
+    assert "eve" not in (ada.home / ".gitconfig").read_text()
+    assert ada.sh("git ls-remote class").returncode == 0  # still ada, with her own key
+    again = run([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(klass["folder"]),
+                 "--student", "ada"], cwd=second, env={"HOME": str(ada.home)})
+    assert "Joined the class as ada" in again.stdout
+
+
 def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experiments(klass):
     bob, instructor = klass["bob"], klass["instructor"]
     metrics = json.loads((bob.clone / "reports" / "metrics.json").read_text())
@@ -414,3 +433,94 @@ def test_a_store_that_cannot_listen_says_so_at_once_and_leaves_nothing_running(t
     assert time.monotonic() - began < 60
     assert (folder / "store.log").read_text().count("Address already in use") == 3
     assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""
+
+
+def prepend_to_cell(notebook: Path, code: str) -> None:
+    """CODE at the top of the notebook's second code cell (the first after the parameters)."""
+    data = json.loads(notebook.read_text())
+    cell = [c for c in data["cells"] if c["cell_type"] == "code"][1]
+    cell["source"] = code + "\n" + "".join(cell["source"])
+    notebook.write_text(json.dumps(data, indent=1) + "\n")
+
+
+WORSE = "sed -i '/logistic_regression:/,/max_iter/ s/C: [0-9.e-]*/C: 0.0001/' params.yaml"  # exercise 1's solution
+
+
+def test_submissions_are_graded_in_the_sandbox_into_an_lms_csv_and_feedback(klass, course, tmp_path):
+    """Five students submit exercise 1 (honest, forged, hostile, escape codes, twice); make grades grades the
+    latest of each in the sandbox; a second run grades nothing anew; a deadline picks the earlier version."""
+    workspace, course_folder = course
+    folder, instructor, base = klass["folder"], klass["instructor"], klass["base"]
+    (folder / "roster.csv").write_text("name,lms_id\nada,1001\nbob,1002\ncat,1003\ndan,1004\neve,1005\nfay,1006\n")
+    pristine = tmp_path / "pristine"
+    run(["make", "--no-print-directory", "exercise", "1", f"COURSE={course_folder}", f"EXERCISES={pristine}"],
+        cwd=workspace)
+    stolen = tmp_path / "stolen.json"
+    work = {
+        "ada": f"{WORSE} && dvc repro -q",
+        "bob": """sed -i 's/"accuracy": 1.0/"accuracy": 0.5/' reports/metrics.json && dvc commit -f -q""",
+        "cat": f"{WORSE} && dvc repro -q",  # and a cell that copies the class's keys, where they exist
+        "dan": f"{WORSE} && dvc repro -q",  # and a cell that prints escape codes, in the sandbox only
+        "eve": "dvc repro -q",  # nothing done yet: submitted, then done and submitted again
+    }
+    people = {}
+    for name, commands in work.items():
+        scene = tmp_path / name / "exercises"
+        shutil.copytree(pristine, scene, symlinks=True)
+        person = people[name] = Person(base, name, next(scene.glob("01-*")) / "repo")
+        nb = person.clone / "notebooks" / "01_get_data.ipynb"
+        if name == "cat":
+            prepend_to_cell(nb, f"import os, shutil\nif os.path.exists({str(folder / 'keys.json')!r}) and "
+                                "not os.path.exists(os.path.expanduser('~/.gitconfig')):  # not on cat's own machine\n"
+                                f"    shutil.copy({str(folder / 'keys.json')!r}, {str(stolen)!r})")
+        if name == "dan":
+            prepend_to_cell(nb, "import os\nif not os.path.exists(os.path.expanduser('~/.gitconfig')):\n"
+                                "    raise RuntimeError('\\x1b]0;PWNED\\x07\\x1b[2J')")
+        person.sh(f"{commands} && git commit -q --allow-empty -am 'Exercise 1'")
+        person.sh(["make", "-C", str(workspace), "--no-print-directory", "submit", "1", f"CLASS={folder}",
+                   f"STUDENT={name}", f"EXERCISES={scene}"])
+    eve, first = people["eve"], (folder / "class.git" / "submissions.log").read_text().splitlines()[-1]
+    time.sleep(1.1)  # a submission's name has the second it was sent in: the next is a new one
+    eve.sh(f"{WORSE} && dvc repro -q && git commit -qam 'Worse'")
+    again = run([sys.executable, "-m", "dataops_kit.teach.gradebook", "submit", "1", "--class-dir", str(folder),
+                 "--student", "eve", "--exercises", str(eve.clone.parents[1])], cwd=eve.clone,
+                env={"HOME": str(eve.home)})
+    assert "Submitted exercise 1 as eve" in again.stdout
+
+    graded = instructor.sh(["make", "--no-print-directory", "grades", f"CLASS={folder}", f"COURSE={course_folder}"])
+    out = graded.stdout + graded.stderr
+    print(out)
+    assert "\x1b" not in out and "\x07" not in out and not stolen.exists()
+    with open(folder / "grades" / "grades.csv", newline="") as file:
+        rows = {row["Student"]: row for row in csv.DictReader(file)}
+    assert sorted(rows) == ["ada", "bob", "cat", "dan", "eve", "fay"] and rows["ada"]["SIS User ID"] == "1001"
+    scores = {name: row["Exercise 1"] for name, row in rows.items()}
+    assert scores["ada"] == scores["eve"] == "100" and scores["fay"] == "", scores
+    assert all(scores[name] not in ("", "100") for name in ("bob", "cat", "dan")), scores
+    feedback = {name: (folder / "grades" / "feedback" / f"{name}.md").read_text() for name in rows}
+    ARTIFACTS.mkdir(exist_ok=True)  # what an instructor hands in and hands out, kept to be read
+    for path in (folder / "grades" / "grades.csv", *(folder / "grades" / "feedback").glob("*.md")):
+        shutil.copy(path, ARTIFACTS / f"grades-{path.name}")
+    print(out, *feedback.values(), sep="\n")
+    assert "Well done." in feedback["ada"] and "Not submitted" in feedback["fay"]
+    assert "✗ the data, model and metrics are what a fresh run" in feedback["bob"]
+    assert "✗ notebooks, src/dataops and dvc.yaml are as the exercise set them" in feedback["cat"]
+    assert "RuntimeError: ?]0;PWNED??[2J" in feedback["dan"] and "\x1b" not in feedback["dan"]
+    assert "grading" not in instructor.sh(["make", "--no-print-directory", "grades", f"CLASS={folder}",
+                                           f"COURSE={course_folder}"]).stdout  # nothing new: nothing rerun
+    deadline = datetime.fromtimestamp(float(first.split()[0]) + 0.5, timezone.utc).isoformat()
+    instructor.sh([sys.executable, "-m", "dataops_kit.teach.gradebook", "grades", "--class-dir", str(folder),
+                   "--course", str(course_folder), "--deadline", deadline])
+    with open(folder / "grades" / "grades.csv", newline="") as file:
+        assert {row["Student"]: row["Exercise 1"] for row in csv.DictReader(file)}["eve"] not in ("", "100")
+
+
+def test_a_student_submits_under_their_own_name_only_and_never_over_a_submission(klass):
+    ada, bob = klass["ada"], klass["bob"]
+    ref = "refs/submissions/ada/01/20261206T120000Z"
+    assert ada.sh(f"git push -q class HEAD:{ref}").returncode == 0
+    for person, target in ((bob, "refs/submissions/ada/01/20261206T130000Z"), (ada, ref)):
+        refused = person.sh(f"git push -f class HEAD~1:{target}", check=False)
+        assert refused.returncode != 0 and "✗" in refused.stderr, refused.stderr
+    assert ada.sh(f"git push class :{ref}", check=False).returncode != 0  # nobody deletes one
+    assert ada.sh(f"git ls-remote class {ref}").stdout.split()[0] == ada.sh("git rev-parse HEAD").stdout.strip()

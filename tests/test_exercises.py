@@ -27,7 +27,10 @@ CASES = {
         # Cheat: a knob no stage reads, the metrics edited by hand, then recorded as if made.
         ("sed -i 's/cell_timeout: 600/cell_timeout: 601/' params.yaml && "
          """sed -i 's/"accuracy": 1.0/"accuracy": 0.5/' reports/metrics.json && dvc commit -f -q""",
-         "the data, model and metrics are what a fresh run of the pipeline makes")]),
+         "the data, model and metrics are what a fresh run of the pipeline makes"),
+        # Another way: a helper edited besides a knob (the result must come from the knobs).
+        ("sed -i 's/n_estimators: 100/n_estimators: 99/' params.yaml && echo '# tuned' >> src/dataops/__init__.py && "
+         "dvc repro -q", "notebooks, src/dataops and dvc.yaml are as the exercise set them")]),
     2: ("at least 3 experiments on top of the starting commit", [
         ("dvc exp run -q --temp -n forest -S train.model=random_forest && dvc exp apply forest && "
          "git commit -qam 'One try'", "at least 3 experiments on top of the starting commit"),
@@ -67,7 +70,11 @@ CASES = {
         ("dvc stage add -q -n scale_features -d data/processed/train.csv -o data/features/train.csv 'echo done' && "
          "mkdir -p data/features && cp data/processed/train.csv data/features/train.csv && "
          "dvc commit -f -q scale_features && git add -A && git commit -qm 'Scaled'",
-         "its command runs its own notebook")]),
+         "its command runs its own notebook"),
+        # An existing stage changed on the way.
+        ("sed -i 's|cmd: dataops-run notebooks/04_evaluate.ipynb|cmd: dataops-run  notebooks/04_evaluate.ipynb|' "
+         "dvc.yaml && git commit -qam 'Mine'", "the notebooks, src/dataops and the stages in dvc.yaml are as the "
+         "exercise set them")]),
 }
 
 

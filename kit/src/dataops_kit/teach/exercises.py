@@ -271,12 +271,40 @@ def criterion(ok, label: str, hint) -> tuple:
 EXERCISES = {}
 
 
-def exercise(number: int, slug: str, title: str, lesson: int = 8):
+def exercise(number: int, slug: str, title: str, lesson: int = 8, adds_a_stage: bool = False):
+    """ADDS_A_STAGE: the exercise asks for a new notebook and stage, so those may be added (never changed)."""
     def register(functions):
         setup, check = functions()
-        EXERCISES[number] = dict(number=number, slug=slug, title=title, lesson=lesson, setup=setup, check=check)
+        EXERCISES[number] = dict(number=number, slug=slug, title=title, lesson=lesson, setup=setup, check=check,
+                                 adds_a_stage=adds_a_stage)
         return functions
     return register
+
+
+KEPT = ("notebooks", "src/dataops", "dvc.yaml")  # the way: what no exercise asks a student to change
+
+
+def the_way(s, adds_a_stage: bool) -> tuple:
+    """The notebooks, src/dataops and dvc.yaml, in the working tree (through git's notebook filter), are as
+    the scene set them: the result must come from the knobs and commands the exercise is about."""
+    start = s.start()
+    changed = s.git(f"diff --name-only {'--diff-filter=DMRT ' if adds_a_stage else ''}{start} -- {' '.join(KEPT)}",
+                    check=False).split()
+    if adds_a_stage:  # dvc.yaml may gain stages; the scene's stay as they were
+        theirs, yours = (s._yaml("dvc.yaml", rev).get("stages") for rev in (start, None))
+        theirs, yours = (stages if isinstance(stages, dict) else {} for stages in (theirs, yours))
+        changed = [path for path in changed if path != "dvc.yaml"] + [
+            f"dvc.yaml's stage {name}" for name in theirs if yours.get(name) != theirs[name]]
+    what = "the notebooks, src/dataops and the stages in dvc.yaml" if adds_a_stage else "notebooks, src/dataops and dvc.yaml"
+    return criterion(s.rev("HEAD") and not changed, f"{what} are as the exercise set them",
+                     f"changed: {', '.join(changed[:3])}; this exercise is about other things: "
+                     f"git diff {start[:7]} -- PATH shows the change, git checkout {start[:7]} -- PATH undoes it")
+
+
+def graded(number: int, s) -> list:
+    """Exercise NUMBER's criteria on scene S, the way last."""
+    spec = EXERCISES[number]
+    return spec["check"](s) + [the_way(s, spec["adds_a_stage"])]
 
 
 @exercise(1, "worse-on-purpose", "Make the model worse on purpose, and see it")
@@ -515,7 +543,7 @@ def _():
     return setup, check
 
 
-@exercise(10, "add-a-stage", "Add a stage of your own")
+@exercise(10, "add-a-stage", "Add a stage of your own", adds_a_stage=True)
 def _():
     def setup(s):
         pass
@@ -607,26 +635,38 @@ def _recorded(repo: Path):
         return None
 
 
-def check(number: int, repo: Path, say=print) -> bool:
-    """Grade the scenario in REPO: one ✓ or ✗ line per criterion, never a traceback."""
+def results(number: int, repo: Path, sandboxed: bool = False) -> list:
+    """Exercise NUMBER's criteria on the scenario in REPO, as (ok, label, hint), never a traceback.
+    SANDBOXED: its reproductions run in the sandbox (someone else's work)."""
     if _recorded(repo) != number:
         raise CourseError(f"{repo} is not exercise {number}'s scenario (or its record in .git is damaged): "
                           f"set it up with make exercise {number}")
-    scene = Scene(repo)
+    scene = Scene(repo, sandboxed=sandboxed)
     scene.grading = True
     try:
-        results = EXERCISES[number]["check"](scene)
+        return graded(number, scene)
     except Exception as error:  # a state no criterion foresaw: a line, never a traceback
-        results = [criterion(False, "the scenario can be read",
-                             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
-                             f"(git status and dvc status say what is wrong)")]
+        return [criterion(False, "the scenario can be read",
+                          f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+                          f"(git status and dvc status say what is wrong)")]
     finally:
         scene.cleanup()
-    for ok, label, hint in results:
-        say(f"✓ {label}" if ok else f"✗ {label}\n    hint: {hint}")
-    passed = sum(ok for ok, _, _ in results)
-    say(f"Exercise {number}: {passed} of {len(results)} criteria met." + (" Well done." if passed == len(results) else ""))
-    return passed == len(results)
+
+
+def report(number: int, found: list) -> list:
+    """The ✓ and ✗ lines (with hints) of FOUND, and the closing line."""
+    lines = [f"✓ {label}" if ok else f"✗ {label}\n    hint: {hint}" for ok, label, hint in found]
+    passed = sum(ok for ok, _, _ in found)
+    return lines + [f"Exercise {number}: {passed} of {len(found)} criteria met." +
+                    (" Well done." if passed == len(found) else "")]
+
+
+def check(number: int, repo: Path, say=print) -> bool:
+    """Grade the scenario in REPO: one ✓ or ✗ line per criterion, never a traceback."""
+    found = results(number, repo)
+    for line in report(number, found):
+        say(line)
+    return all(ok for ok, _, _ in found)
 
 
 def criteria(number: int) -> list:
@@ -635,7 +675,7 @@ def criteria(number: int) -> list:
         scene = Scene(Path(empty))
         scene.grading, scene.start = True, lambda: "0" * 40
         try:
-            return [label for _, label, _ in EXERCISES[number]["check"](scene)]
+            return [label for _, label, _ in graded(number, scene)]
         finally:
             scene.cleanup()
 
