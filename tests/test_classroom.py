@@ -318,13 +318,13 @@ def test_a_student_with_another_uid_joins_from_the_shared_folder_without_reading
     nameless = as_cat(python, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder), check=False)
     assert nameless.returncode == 1 and "Traceback" not in nameless.stderr
     assert "make class-join STUDENT=<name>" in nameless.stderr
+    taken = as_cat(python, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder),
+                   "--student", "ada", check=False)
+    assert taken.returncode == 1 and "the name ada already has a key" in taken.stderr
     joined = as_cat(python, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder), "--student", "cat")
     assert "Joined the class as cat" in joined.stdout
     assert oct((student.clone / ".dvc" / "config.local").stat().st_mode)[-3:] == "600"
     assert as_cat("git", "ls-remote", "class").returncode == 0  # git reaches the class with cat's key
-    taken = as_cat(python, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder),
-                   "--student", "ada", check=False)
-    assert taken.returncode == 1 and "the name ada already has a key" in taken.stderr
 
 
 def test_one_account_joins_under_one_name_only(klass, tmp_path):
@@ -382,18 +382,31 @@ def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experim
     instructor.sh("git checkout -q -f main && dvc pull -q -f")
 
 
-def test_an_idle_store_is_quiet_and_stops_in_about_a_second_and_keeps_everything(klass):
+def ended(connection) -> bool:
+    """The other end closed CONNECTION (waits for it, up to the connection's timeout)."""
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_an_idle_store_is_quiet_and_stops_at_once_and_keeps_everything(klass):
     folder = klass["folder"]
     log = folder / "store.log"
     size = log.stat().st_size
     time.sleep(65)  # SeaweedFS's ring update comes once a minute: one must pass unlogged
     assert log.stat().st_size == size
     assert "-master.telemetry=false" in json.loads((folder / "gate.json").read_text())["weed"]
+    # Clients that never finish their headers do not hold a stop up: they are ended with it.
+    held = []
+    for _ in range(5):
+        held.append(socket.create_connection(("127.0.0.1", classroom._state(folder)["port"]), timeout=60,
+                                             source_address=("127.0.0.66", 0)))
+        held[-1].sendall(b"GET /git/class.git/info/refs HTTP/1.1\r\nHost: class\r\n")
     began = time.monotonic()
-    stopped = run(["make", "--no-print-directory", "class-remote-stop", f"CLASS={folder}"], cwd=REPO)
-    took = time.monotonic() - began
-    print(f"stop took {took:.1f} s")
-    assert took < 4  # make and Python's start included
+    stopped = run(["make", "--no-print-directory", "class-remote-stop", f"CLASS={folder}"], cwd=REPO, timeout=120)
+    print(f"stop took {time.monotonic() - began:.1f} s")  # a figure, not a bound: the machine's speed sets it
+    assert all(ended(connection) for connection in held)
     assert f"its data stays in {folder / 'store'}" in stopped.stdout
     assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""
     classroom.serve(folder, say=print)
