@@ -8,8 +8,8 @@ Linux only, on the instructor's machine, never a student's):
 * new user, pid, network, IPC, UTS and cgroup namespaces, no capabilities,
   uid 65534: no route to the host's network or its 127.0.0.1 (a loopback of
   its own serves the kernel);
-* read-only: the system's ``/usr``, the interpreter's own prefix and the
-  venv, nothing else. Not the instructor's home, workspace, class folder,
+* read-only: the system's ``/usr``, the interpreter's own prefix, the venv
+  and ``/etc/fonts``, nothing else. Not the instructor's home, workspace, class folder,
   keys, git credentials or DVC's site folder; HOME is a throwaway folder.
   The venv's ``dataops.pth`` names the instructor's ``src/``, which is not
   there: ``PYTHONPATH`` is a folder holding only a link to the copy's
@@ -21,9 +21,11 @@ Linux only, on the instructor's machine, never a student's):
 * limits, per process (``setrlimit``, inherited by every child): CPU
   seconds, address space, file size, and processes (counted by the kernel
   for the whole uid, so the limit is what the uid runs now plus
-  ``PROCESSES``); for the whole run, ``WALL_SECONDS``, after which bwrap is
-  killed and its pid namespace with it. No cgroup is used, so memory is
-  bounded per process, not for the tree (docs/instructors/README.md).
+  ``PROCESSES``); for the whole tree, a cgroup of the run's own
+  (``PROCESSES`` tasks, ``TREE_MEMORY_BYTES``) where this user may make one,
+  which root must (the kernel does not count root's processes); and
+  ``WALL_SECONDS``, after which bwrap is killed and its pid namespace with it
+  (docs/instructors/README.md).
 
 When the run ends, every process it left is killed before the outputs are
 hashed, and the result leaves the sandbox as the last line of its output.
@@ -128,7 +130,9 @@ class Cgroup:
                     if not left:
                         folder.rmdir()
                         break
-                except (ProcessLookupError, FileNotFoundError):
+                except FileNotFoundError:  # gone already
+                    break
+                except ProcessLookupError:
                     continue
                 except OSError:  # EBUSY while the killed processes exit
                     pass
