@@ -121,6 +121,22 @@ def edit_cell(root, notebook, old, new):
     edit(Path(root) / "notebooks" / notebook, old, new)
 
 
+def prepend_to_cell(notebook: Path, code: str) -> None:
+    """CODE at the top of NOTEBOOK's second code cell (the first after the parameters), as a classmate would."""
+    data = json.loads(notebook.read_text())
+    cell = [c for c in data["cells"] if c["cell_type"] == "code"][1]
+    cell["source"] = code + "\n" + "".join(cell["source"])
+    notebook.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def closed_by_peer(connection) -> bool:
+    """The other end closed CONNECTION (waits for it, up to the connection's timeout)."""
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
 def new_machine_env(extra=None):
     """Only what a new machine has: no venv on PATH, no PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DATAOPS_ROOT")}

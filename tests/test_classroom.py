@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from dataops_kit.teach import classroom
-from helpers import ARTIFACTS, REPO, VENV_BIN, free_port, make_clone, run
+from helpers import ARTIFACTS, REPO, VENV_BIN, closed_by_peer, free_port, make_clone, prepend_to_cell, run
 
 # Every test here drives a real store: all slow, so the quick loop (`pytest -m "not slow"`) stays quick.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
@@ -334,14 +334,21 @@ def test_one_account_joins_under_one_name_only(klass, tmp_path):
     second = tmp_path / "second"
     run(["git", "clone", "-q", str(ada.clone), str(second)], cwd=tmp_path)
     refused = run([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(klass["folder"]),
-                   "--student", "eve"], cwd=second, check=False, env={"HOME": str(ada.home)})
+                   "--student", "gus"], cwd=second, check=False, env={"HOME": str(ada.home)})
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "this account joined the class as ada" in refused.stderr and "one account, one name" in refused.stderr
-    assert "eve" not in (ada.home / ".gitconfig").read_text()
+    assert "gus" not in (ada.home / ".gitconfig").read_text()
     assert ada.sh("git ls-remote class").returncode == 0  # still ada, with her own key
     again = run([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(klass["folder"]),
                  "--student", "ada"], cwd=second, env={"HOME": str(ada.home)})
     assert "Joined the class as ada" in again.stdout
+    # The way out it prints, run as printed, in a copy of the account (ada's own stays hers).
+    home = tmp_path / "home"
+    shutil.copytree(ada.home, home)
+    run(re.search(r"instead: (git config .+)\)$", refused.stderr.strip()).group(1), cwd=second, env={"HOME": str(home)})
+    gus = run([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(klass["folder"]),
+               "--student", "gus"], cwd=second, env={"HOME": str(home)})
+    assert "Joined the class as gus" in gus.stdout
 
 
 def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experiments(klass):
@@ -382,14 +389,6 @@ def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experim
     instructor.sh("git checkout -q -f main && dvc pull -q -f")
 
 
-def ended(connection) -> bool:
-    """The other end closed CONNECTION (waits for it, up to the connection's timeout)."""
-    try:
-        return connection.recv(1) == b""
-    except ConnectionResetError:
-        return True
-
-
 def test_an_idle_store_is_quiet_and_stops_at_once_and_keeps_everything(klass):
     folder = klass["folder"]
     log = folder / "store.log"
@@ -406,7 +405,7 @@ def test_an_idle_store_is_quiet_and_stops_at_once_and_keeps_everything(klass):
     began = time.monotonic()
     stopped = run(["make", "--no-print-directory", "class-remote-stop", f"CLASS={folder}"], cwd=REPO, timeout=120)
     print(f"stop took {time.monotonic() - began:.1f} s")  # a figure, not a bound: the machine's speed sets it
-    assert all(ended(connection) for connection in held)
+    assert all(closed_by_peer(connection) for connection in held)
     assert f"its data stays in {folder / 'store'}" in stopped.stdout
     assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""
     classroom.serve(folder, say=print)
@@ -446,14 +445,6 @@ def test_a_store_that_cannot_listen_says_so_at_once_and_leaves_nothing_running(t
     assert time.monotonic() - began < 60
     assert (folder / "store.log").read_text().count("Address already in use") == 3
     assert subprocess.run(["pgrep", "-f", str(folder)], capture_output=True).stdout == b""
-
-
-def prepend_to_cell(notebook: Path, code: str) -> None:
-    """CODE at the top of the notebook's second code cell (the first after the parameters)."""
-    data = json.loads(notebook.read_text())
-    cell = [c for c in data["cells"] if c["cell_type"] == "code"][1]
-    cell["source"] = code + "\n" + "".join(cell["source"])
-    notebook.write_text(json.dumps(data, indent=1) + "\n")
 
 
 WORSE = "sed -i '/logistic_regression:/,/max_iter/ s/C: [0-9.e-]*/C: 0.0001/' params.yaml"  # exercise 1's solution

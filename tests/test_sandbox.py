@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run
+from helpers import prepend_to_cell, run
 
 pytestmark = pytest.mark.skipif(not shutil.which("bwrap") and not os.environ.get("CI"), reason="needs bubblewrap (.ci/run installs it)")
 
 GET_DATA = "01_get_data.ipynb"
-ANCHOR = "import"  # the first code line of a cell after the parameters: the attack goes before it
 
 
 @pytest.fixture
@@ -39,10 +38,7 @@ def instructor(tmp_path):
 
 def attack(workspace: Path, code: str) -> None:
     """A classmate's commit: CODE at the top of get_data's second cell, committed with the lock it had."""
-    notebook = json.loads((workspace / "notebooks" / GET_DATA).read_text())
-    cell = [c for c in notebook["cells"] if c["cell_type"] == "code"][1]
-    cell["source"] = code + "\n" + "".join(cell["source"])
-    (workspace / "notebooks" / GET_DATA).write_text(json.dumps(notebook, indent=1))
+    prepend_to_cell(workspace / "notebooks" / GET_DATA, code)
     run("git commit -qam 'my experiment' --no-verify", cwd=workspace)
 
 

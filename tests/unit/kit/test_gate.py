@@ -11,6 +11,7 @@ from email.message import Message
 import pytest
 
 from dataops_kit.teach import classroom, gate
+from helpers import closed_by_peer
 
 # The signature tests sign with botocore, one of the class store's packages (make class-deps).
 needs_botocore = pytest.mark.skipif(not importlib.util.find_spec("botocore") and not os.environ.get("CI"),
@@ -230,13 +231,6 @@ def held_open(server, count, host):
     return held
 
 
-def closed_by_the_gate(connection) -> bool:
-    try:
-        return connection.recv(1) == b""  # the gate's end: no answer, the connection is over
-    except ConnectionResetError:
-        return True
-
-
 def serving(server_class, folder):
     import threading
 
@@ -255,11 +249,11 @@ def test_one_client_holding_connections_neither_locks_out_the_class_nor_stays(tm
     server = serving(SmallGate, tmp_path)
     try:
         held = held_open(server, 20, "127.0.0.66")
-        assert all(closed_by_the_gate(connection) for connection in held[SmallGate.per_client:])
+        assert all(closed_by_peer(connection) for connection in held[SmallGate.per_client:])
         classmate = http.client.HTTPConnection(*server.server_address, timeout=30)
         classmate.request("GET", "/git/class.git/info/refs?service=git-upload-pack")
         assert classmate.getresponse().status == 401  # answered: git asks for the key
-        assert all(closed_by_the_gate(connection) for connection in held[:SmallGate.per_client])
+        assert all(closed_by_peer(connection) for connection in held[:SmallGate.per_client])
     finally:
         server.shutdown()
         server.server_close()
@@ -277,4 +271,4 @@ def test_a_stop_ends_the_connections_that_never_finish_their_headers(tmp_path):
     server.shutdown()
     server.drain()
     server.server_close()
-    assert all(closed_by_the_gate(connection) for connection in held) and not server.clients
+    assert all(closed_by_peer(connection) for connection in held) and not server.clients

@@ -282,7 +282,7 @@ def join(repo: Path, folder: Path, student: str = None, say=print, default: bool
             config["core"]["remote"] = REMOTE
         config["remote"][REMOTE] = {"url": f"s3://{state['bucket']}/dvc", "endpointurl": state["endpoint"],
                                     "verify": True, **key}
-    say(f"Joined the class as {name}: git remote {REMOTE!r} = {url}; DVC remote {REMOTE!r} (the default) = "
+    say(f"Joined the class as {name}: git remote {REMOTE!r} = {url}; DVC remote {REMOTE!r}{' (the default)' if default else ''} = "
         f"s3://{state['bucket']}/dvc at {state['endpoint']}; your key is in .dvc/config.local and {store}.")
     return name
 
