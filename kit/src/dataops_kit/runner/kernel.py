@@ -9,6 +9,7 @@ papermill (``km=``); ``ReadyClient``, a documented ``client_class``, answers
 ready without stock's 0.2 s wait for stray IOPub messages.
 """
 
+import asyncio
 import platform
 import time
 
@@ -91,6 +92,9 @@ def stop(kernel):
     async def kill():
         if kernel.has_kernel:
             await kernel.provisioner.kill()
+            # provisioner.wait() polls every 0.1 s; a killed kernel is gone in a few ms.
+            while await kernel.provisioner.poll() is None:
+                await asyncio.sleep(0.005)
             await kernel.provisioner.wait()
         await kernel.shutdown_kernel(now=True)
 

@@ -189,7 +189,9 @@ def _papermill(kernel, clean: dict, executed: Path, cwd: Path, progress: Progres
         papermill.execute_notebook(
             nbformat.from_dict(clean), os.path.relpath(executed), cwd=str(cwd), progress_bar=False,
             on_cell_start=progress.on_cell_start, km=kernel, kernel_name=kernel.kernel_name,
-            execution_timeout=progress.timeout)
+            execution_timeout=progress.timeout,
+            # Written once, at the end or at a failing cell, not twice a cell while the kernel waits.
+            request_save_on_cell_execute=False)
     except papermill.PapermillExecutionError as error:
         detail = error.evalue if error.ename == "WorkspaceError" else f"{error.ename}: {error.evalue}"
         raise StageFailed(f"failed in cell [{error.exec_count}]: {detail}") from None
