@@ -17,8 +17,10 @@ and DVC's hash is caught afterwards (dataops_kit.runner.ran).
 Whatever goes wrong where this code runs ends in one line that names the
 file, key or cell, and the stage's last good outputs, as dvc.lock records
 them, are put back from DVC's cache (DVC deleted them before the run). The
-executed notebook of a failed run goes to reports/failed/, where the failing
-cell is marked and where ``dvc checkout`` will not overwrite it.
+executed notebook of a run that failed in a cell goes to reports/failed/,
+where that cell is marked and where ``dvc checkout`` will not overwrite it
+(papermill writes it once, at the end: a run stopped by its time limit, a
+dead kernel or Ctrl-C leaves none, and its line names the cell).
 """
 
 import errno
