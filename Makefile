@@ -17,7 +17,7 @@ export JUPYTER_PLATFORM_DIRS := 1
 # serves this folder: its lessons, its notebooks.
 export DATAOPS_WORKSPACE := $(if $(wildcard kit/pyproject.toml),$(CURDIR))
 
-.PHONY: all help setup repro test lab bench lock course course-verify course-publish catch-up exercise check class-deps class-remote class-remote-stop class-join leaderboard submit grades class-bench
+.PHONY: all help setup repro test lab bench lock course course-verify course-publish catch-up review exercise check class-deps class-remote class-remote-stop class-join leaderboard submit grades class-bench
 
 all: repro
 
@@ -104,6 +104,12 @@ READY := $(if $(wildcard $(VENV)/.installed),,setup)
 catch-up: $(READY) ## In a course repository: go to the start of LESSON, keeping your work
 	@test -n "$(LESSON)" || { echo "Which lesson? make catch-up LESSON=3"; exit 1; }
 	@python -m dataops_kit.teach.course catch-up $(LESSON)
+
+# What a branch or experiment changes against BASE, as a pull request shows it:
+# review/review.md and review/index.html, read from git and DVC's cache (no code runs).
+review: $(READY) ## make review BASE=main [REV=HEAD]: params, metrics, files and plots changed (review/)
+	@test -n "$(BASE)" || { echo "Against what? make review BASE=main (REV=HEAD by default)"; exit 1; }
+	@python -m dataops_kit.review $(BASE) $(or $(REV),HEAD)
 
 # Graded exercises (docs/exercises.md), from the course: `make exercise 3` sets
 # up exercise 3's scene in EXERCISES/03-.../repo; `make check 3` grades it.
