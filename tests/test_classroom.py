@@ -144,6 +144,16 @@ def test_the_printed_commands_put_the_experiment_in_the_class_store(klass):
     bob.sh("git checkout -q -f main && dvc pull -q -f")
 
 
+def test_the_instructor_reviews_a_pushed_experiment_without_running_it(klass):
+    """`make review` against a class experiment: its outputs pulled from the store, none of its code run."""
+    instructor = klass["instructor"]
+    instructor.sh("dvc exp pull -q class ada-forest && make review BASE=main REV=ada-forest")
+    report = (instructor.clone / "review" / "review.md").read_text()
+    assert "# Review of ada-forest against main" in report
+    assert "| params.yaml | train.model | logistic_regression | random_forest |" in report, report
+    assert not list((instructor.clone / "reports").glob("failed/*")) and instructor.sh("git status --porcelain").stdout == ""
+
+
 def test_a_student_key_can_only_add_and_every_attack_leaves_the_work_intact(klass):
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -218,9 +228,20 @@ def test_refs_are_owned_by_the_student_they_are_named_after(klass):
 
     def refs():
         return run("git for-each-ref --format='%(refname) %(objectname)'", cwd=remote).stdout
+    # The class's model registry is the instructor's (lesson 9): a version, in dev then prod.
+    instructor.sh("gto register classifier --version v1.0.0 && gto assign classifier --version v1.0.0 "
+                  "--stage dev && gto assign classifier --version v1.0.0 --stage prod && git push -q class --tags")
+    assert "│ classifier │ v1.0.0   │ v1.0.0 │ v1.0.0  │" in bob.sh("git fetch -q class --tags && gto show").stdout
     before = refs()
-    assert "ada-forest" in before and "bob-deep" in before
+    assert "ada-forest" in before and "bob-deep" in before and "refs/tags/classifier#prod#2" in before
     attempts = {
+        "gto register classifier --version v9.0.0 (pushed)":
+            "gto register classifier --version v9.0.0 && git push class classifier@v9.0.0",
+        "gto assign --stage prod (pushed: a promotion or a rollback)":
+            "gto assign classifier --version v1.0.0 --stage prod --force && git push class --tags",
+        "move prod's tag": "git tag -f -a 'classifier#prod#2' -m x HEAD && git push -f class 'classifier#prod#2'",
+        "delete prod's tag (unassign)": "git push class ':refs/tags/classifier#prod#2'",
+        "delete the version (deregister)": "git push class ':refs/tags/classifier@v1.0.0'",
         # bob's own experiment under ada's name, force-pushed over hers
         "dvc exp push -f class ada-forest": "dvc exp save -q -f -n ada-forest && dvc exp push -f class ada-forest",
         "dvc exp remove -g class ada-forest": "dvc exp remove -g class ada-forest",

@@ -127,6 +127,13 @@ EXP = "refs/exps/ab/" + "c" * 38
     ("ada", "1" * 40, gate.ZERO, f"{EXP}/ada-forest", "deletes"),
     ("ada", "1" * 40, "2" * 40, "refs/heads/main", "instructor"),
     ("ada", gate.ZERO, "2" * 40, "refs/tags/v1", "instructor"),
+    # The class's model registry (lesson 9): GTO's tags, a version and a stage.
+    ("ada", gate.ZERO, "2" * 40, "refs/tags/classifier@v9.0.0", "registry"),  # register
+    ("ada", gate.ZERO, "2" * 40, "refs/tags/classifier#prod#7", "registry"),  # assign (promote, roll back)
+    ("ada", "1" * 40, "2" * 40, "refs/tags/classifier#prod#2", "registry"),  # move prod's tag
+    ("ada", "1" * 40, gate.ZERO, "refs/tags/classifier#prod#2", "deletes"),  # unassign by deleting
+    ("ada", "1" * 40, gate.ZERO, "refs/tags/classifier@v1.0.0", "deletes"),  # deregister by deleting
+    (gate.INSTRUCTOR, gate.ZERO, "2" * 40, "refs/tags/classifier#prod#3", None),
     (gate.INSTRUCTOR, "1" * 40, "2" * 40, "refs/heads/main", None),
     (gate.INSTRUCTOR, "1" * 40, gate.ZERO, "refs/heads/main", "deletes"),
 ])

@@ -213,6 +213,9 @@ def ref_refusal(user: str, old: str, new: str, ref: str):
         return f"{ref}: not your name: your submissions go under refs/submissions/{user}/ (make submit N)"
     if submission:
         return None if old == ZERO else f"{ref}: a submission is never replaced: make submit N adds a new version"
+    if ref.startswith("refs/tags/"):
+        return (f"{ref}: tags are the instructor's, the class's model registry among them: read them "
+                f"(git fetch class --tags; gto show); practise gto register and assign in your own clone")
     match = re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/([^/]+)", ref)
     if not match:
         return f"{ref}: students push experiments only (dvc exp push); main and other branches are the instructor's"
