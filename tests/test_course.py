@@ -14,6 +14,10 @@ from helpers import REPO, locked_md5, md5, run
 LESSONS = lessons(REPO / "docs" / "lessons")
 
 
+REGISTRY = ["classifier#dev#1", "classifier#prod#2", "classifier#prod#3", "classifier#prod#4",
+            "classifier@v1.0.0", "classifier@v1.1.0"]  # lesson 9's, as `git tag` sorts them
+
+
 def test_every_lesson_page_says_what_to_type_what_to_expect_and_why():
     assert len(LESSONS) >= 8
     assert [lesson.number for lesson in LESSONS] == list(range(len(LESSONS)))
@@ -49,7 +53,13 @@ def test_the_lessons_build_the_workspace_pipeline(course):
     workspace, folder = course
     repo = folder / "repo"
     assert list(tags(repo).values()) == [lesson.tag for lesson in LESSONS]
-    assert run("git tag", cwd=repo).stdout.split() == [lesson.tag for lesson in LESSONS]
+    assert run("git tag", cwd=repo).stdout.split() == REGISTRY + [lesson.tag for lesson in LESSONS]
+    # Lesson 9's registry, as gto reads it: prod rolled back to v1.0.0, which is lesson 8's model.
+    shown = run("gto show", cwd=repo).stdout
+    assert re.search(r"│ classifier\s+│ v1\.1\.0\s+│ v1\.0\.0\s+│ v1\.0\.0\s+│", shown), shown
+    v1 = run("git show classifier@v1.0.0:dvc.lock", cwd=repo).stdout
+    assert locked_md5(repo, "models/model.skops", v1) == locked_md5(
+        repo, "models/model.skops", run("git show lesson-08-share-and-clean-up:dvc.lock", cwd=repo).stdout)
     for lesson in LESSONS:  # annotated, with the page's title
         assert run(f"git cat-file -t {lesson.tag}", cwd=repo).stdout.strip() == "tag"
         assert lesson.title in run(f"git tag -n1 {lesson.tag}", cwd=repo).stdout
@@ -67,7 +77,7 @@ def test_the_lessons_build_the_workspace_pipeline(course):
         assert run(f"git show HEAD:{name}", cwd=repo).stdout == run(f"git show HEAD:{name}", cwd=workspace).stdout, name
     assert run("git show lesson-01-get-data:params.yaml", cwd=repo).stdout == (workspace / "params.yaml").read_text()
     log = run("git log --format=%s", cwd=repo).stdout.splitlines()
-    assert log[-1] == "Start a DVC project" and len(log) == len(LESSONS) + 1
+    assert log[-1] == "Start a DVC project" and len(log) == len(LESSONS) + 2  # lesson 9 commits twice
 
 
 @pytest.mark.slow
@@ -80,6 +90,9 @@ def test_every_tag_reproduces_its_dvc_lock_in_a_fresh_clone(course):
         assert row[3:5] == ["yes", "yes"], row  # dvc.lock identical, git and DVC clean
     assert rows[0][3:] [:3] == ["(no", "dvc.lock)", "yes"]
     assert sum(int(row[1]) for row in rows) >= 4  # every stage really ran at least once
+    # The model version that is no lesson's commit (lesson 9's v1.0.0) is reproduced too.
+    versions = [line.split() for line in result.stdout.splitlines() if line.startswith("classifier@")]
+    assert [row[0] for row in versions] == ["classifier@v1.0.0"] and versions[0][3:5] == ["yes", "yes"], versions
 
 
 def student_clone(folder, destination):
@@ -121,10 +134,16 @@ def test_catch_up_keeps_commits_changes_and_unsaved_outputs(course, tmp_path):
         assert md5(repo / out) == locked_md5(repo, out)
     # Exactly lesson 3's start: no later lesson's outputs left behind (DVC's cache holds them).
     assert not (repo / "models").exists() and not (repo / "reports/04_evaluate.ipynb").exists()
+    # Nor lesson 9's registry, which retyping lesson 9 makes again: set aside, and said.
+    assert "registry tags of later lessons (classifier" in caught.stdout
+    assert run("git tag --list 'classifier*'", cwd=repo).stdout == ""
+    assert len(run("git for-each-ref refs/kept-tags/before-lesson-03", cwd=repo).stdout.splitlines()) == 6
 
     # Forward again, to the end of the course: nothing of the student's is in the way now.
     again = run(f"make --no-print-directory catch-up LESSON={len(LESSONS)}", cwd=repo, env=env)
     assert "Nothing of yours needed keeping" in again.stdout
+    assert "registry tags put back, as this lesson has them: classifier" in again.stdout
+    assert run("git tag --list 'classifier*'", cwd=repo).stdout.split() == REGISTRY
     assert md5(repo / "models/model.skops") == locked_md5(repo, "models/model.skops")
     # The student's work comes back.
     run("git checkout -q my-work-before-lesson-03 && git stash pop -q && dvc checkout -q", cwd=repo)
@@ -188,6 +207,13 @@ def test_a_class_clones_the_published_course_and_pulls_any_lesson(course, tmp_pa
         for stage in lock["stages"].values():
             for out in stage["outs"]:
                 assert md5(student / out["path"]) == out["md5"], (lesson, out["path"])
+    # The registry travels with the course: its tags, and every version's model on the class remote.
+    assert run("git tag --list 'classifier*'", cwd=student).stdout.split() == REGISTRY
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    run(f"dvc artifacts get {student} classifier --rev v1.1.0", cwd=deploy)
+    assert md5(deploy / "model.skops") == locked_md5(
+        student, "models/model.skops", run("git show classifier@v1.1.0:dvc.lock", cwd=student).stdout)
     # catch-up, in a class clone, gets a lesson's files from the class remote.
     (student / "data/raw/dataset.csv").unlink()
     shutil.rmtree(student / ".dvc" / "cache")

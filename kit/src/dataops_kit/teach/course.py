@@ -115,7 +115,7 @@ class Terminal:
     left off (its folder, its exported variables), as typed into one shell."""
 
     def __init__(self, cwd: Path, env: dict, state: Path):
-        self.env, self.state = env, state
+        self.env, self.state, self.last = env, state, 0.0
         state.mkdir(parents=True, exist_ok=True)
         (state / "cwd").write_text(str(cwd))
         (state / "env").write_text("")
@@ -128,10 +128,15 @@ class Terminal:
         return Path((self.state / "cwd").read_text().strip("\n"))
 
     def run(self, commands: str) -> subprocess.CompletedProcess:
+        if "gto " in commands:  # GTO orders a registry's tags by their time, in whole seconds, as typing spaces them
+            time.sleep(max(0.0, self.last + 1.0 - time.time()))
         script = (f"cd \"$(cat '{self.state}/cwd')\" && . '{self.state}/env'\n"
                   f"trap '. \"{self.state}/save.sh\"' EXIT\n{commands}\n")
-        return subprocess.run(["bash", "-eo", "pipefail", "-c", script], env=self.env, capture_output=True,
-                              text=True)
+        try:
+            return subprocess.run(["bash", "-eo", "pipefail", "-c", script], env=self.env, capture_output=True,
+                                  text=True)
+        finally:
+            self.last = time.time()
 
 
 def run_lesson(lesson: Lesson, repo: Path, terminal: Terminal) -> None:
@@ -192,6 +197,11 @@ def tags(repo: Path) -> dict:
         if match:
             found[int(match.group(1))] = tag
     return dict(sorted(found.items()))
+
+
+def registry_tags(repo: Path) -> list:
+    """GTO's tags (lesson 9): a version, <artifact>@v1.0.0, or a stage, <artifact>#prod#3."""
+    return [tag for tag in _git(["tag", "--list"], repo).split() if re.match(r"[a-z0-9-]+(@v\d|#)", tag)]
 
 
 def _dvc(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
@@ -290,6 +300,33 @@ def _keep(repo: Path, number: int, known: dict, stamp: str) -> list:
     return kept
 
 
+def _set_aside_registry(repo: Path, target: str, stamp: str) -> list:
+    """GTO's tags on commits after TARGET (a later lesson's registry), where retyping that lesson does not collide."""
+    later = [tag for tag in registry_tags(repo) if subprocess.run(
+        ["git", "merge-base", "--is-ancestor", f"{tag}^{{commit}}", target], cwd=repo).returncode]
+    folder = _unique(lambda n: f"refs/kept-tags/{stamp}{n}",
+                     lambda name: _git(["for-each-ref", "--count=1", name], repo) != "")
+    for tag in later:
+        _git(["update-ref", f"{folder}/{tag}", f"refs/tags/{tag}"], repo)
+        _git(["tag", "-d", tag], repo)
+    return [f"registry tags of later lessons ({', '.join(later)}): set aside in {folder}/ "
+            f"(get one back: git update-ref refs/tags/NAME {folder}/NAME)"] if later else []
+
+
+def _put_back_registry(repo: Path, target: str) -> list:
+    """Registry tags an earlier catch-up set aside that belong to TARGET's history, where no tag has their name."""
+    taken, back = set(registry_tags(repo)), []
+    for ref in _git(["for-each-ref", "--format=%(refname)", "refs/kept-tags"], repo).split():
+        tag = ref.split("/", 3)[3]
+        if tag not in taken and not subprocess.run(
+                ["git", "merge-base", "--is-ancestor", f"{ref}^{{commit}}", target], cwd=repo).returncode:
+            _git(["update-ref", f"refs/tags/{tag}", ref], repo)
+            _git(["update-ref", "-d", ref], repo)
+            taken.add(tag)
+            back.append(tag)
+    return [f"registry tags put back, as this lesson has them: {', '.join(back)}"] if back else []
+
+
 def _move(repo: Path, target: str, outputs_now: list) -> None:
     """main at TARGET, with exactly that lesson's outputs in the working tree."""
     _git(["checkout", "-q", "-B", "main", target], repo)
@@ -326,8 +363,9 @@ def catch_up(number: int, repo: Path, say=print) -> None:
     target, stamp = known[number - 1], f"before-lesson-{number:02d}"
     _preflight(repo, target)
     outputs_now = declared_outputs(_spec(repo))
-    kept = _keep(repo, number, known, stamp)
+    kept = _keep(repo, number, known, stamp) + _set_aside_registry(repo, target, stamp)
     _move(repo, target, outputs_now)
+    back = _put_back_registry(repo, target)
     status = _dvc(["status"], repo).stdout
     if "up to date" not in status and "no data or pipelines" not in status:
         raise CourseError(f"after checking out {target}, DVC says:\n{status}")
@@ -338,10 +376,12 @@ def catch_up(number: int, repo: Path, say=print) -> None:
             say(f"  - {line}")
     else:
         say("Nothing of yours needed keeping: no changes, and no commits beyond that lesson.")
+    for line in back:
+        say(line)
 
 
 def verify(folder: Path, say=print) -> list:
-    """For every lesson tag, in a fresh clone of the built course: `dvc repro`
+    """For every lesson tag and model version (lesson 9's registry), in a fresh clone of the built course: `dvc repro`
     must give that tag's dvc.lock byte for byte, and git and DVC must be clean.
     The clones share one DVC cache, filled only by these checks, so a stage
     whose inputs an earlier tag already reproduced is restored from DVC's run
@@ -350,7 +390,9 @@ def verify(folder: Path, say=print) -> list:
     shutil.rmtree(work, ignore_errors=True)
     env, rows = student_env(WORKSPACE), []
     say(f"{'tag':<32} {'ran':>3} {'restored':>8}  {'dvc.lock identical':<18} {'clean':<5} {'time':>6}")
-    for tag in tags(repo).values():
+    lessons_at = {_git(["rev-parse", f"{tag}^{{commit}}"], repo) for tag in tags(repo).values()}
+    versions = {_git(["rev-parse", f"{tag}^{{commit}}"], repo): tag for tag in registry_tags(repo) if "@" in tag}
+    for tag in [*tags(repo).values(), *(t for commit, t in versions.items() if commit not in lessons_at)]:
         clone, begun = work / tag, time.perf_counter()
         _git(["clone", "-q", "--branch", tag, str(repo), str(clone)], work.parent, env)
         ran = restored = 0
