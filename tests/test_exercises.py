@@ -75,6 +75,22 @@ CASES = {
         ("sed -i 's|cmd: dataops-run notebooks/04_evaluate.ipynb|cmd: dataops-run  notebooks/04_evaluate.ipynb|' "
          "dvc.yaml && git commit -qam 'Mine'", "the notebooks, src/dataops and the stages in dvc.yaml are as the "
          "exercise set them")]),
+    11: ("after the scene, prod was assigned the version with the best test accuracy", [
+        # The latest version promoted, unread.
+        ("gto assign classifier --version v2.1.0 --stage prod",
+         "after the scene, prod was assigned the version with the best test accuracy"),
+        # The best promoted, never rolled back.
+        ("gto assign classifier --version v2.2.0 --stage prod", "then prod was rolled back"),
+        # Cheat: v2.0.0's tag moved onto the best model's commit.
+        ("git tag -f -a classifier@v2.0.0 -m moved HEAD",
+         "the scene's versions v2.0.0, v2.1.0, v2.2.0 are registered and each reproduces")]),
+    12: ("reviews.md, committed on main, has the line", [
+        # Merged unread.
+        ("git merge -q candidate && dvc checkout -q && echo 'candidate: merged 1.0 1.0' > reviews.md && "
+         "git add reviews.md && git commit -qm review", "the verdict follows the test accuracy"),
+        # The right verdict, numbers made up.
+        ("echo 'candidate: rejected 0.99 0.5' > reviews.md && git add reviews.md && git commit -qm review",
+         "the line gives both accuracies as the review shows them")]),
 }
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from dataops_kit.facts import (YAMLError, cache_dir, git_show, locked_metrics, md5, outputs, read_yaml,
                                stored)
-from dataops_kit.teach.course import AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, student_env, tags
+from dataops_kit.teach.course import (AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, registry_tags,
+                                     student_env, tags)
 
 DEFAULT_EXERCISES = WORKSPACE.parent / "dataops-exercises"
 MARKER = "dataops-exercise.json"  # in .git/: invisible to git status
@@ -585,6 +586,97 @@ def _():
     return setup, check
 
 
+def registry(s, artifact: str = "classifier") -> tuple:
+    """({version: commit}, {n: (stage, commit)}) of ARTIFACT, read from GTO's tags (lesson 9)."""
+    versions, stages = {}, {}
+    refs = s.git("for-each-ref --format='%(refname:strip=2) %(*objectname) %(objectname)' refs/tags", check=False)
+    for line in refs.splitlines():
+        name, *objects = line.split()
+        commit = objects[0]  # the peeled commit of an annotated tag, else the tag's own object
+        version = re.fullmatch(rf"{re.escape(artifact)}@(v[\w.+-]+)", name)
+        stage = re.fullmatch(rf"{re.escape(artifact)}#([\w-]+)#(\d+)", name)
+        if version:
+            versions[version.group(1)] = commit
+        elif stage:
+            stages[int(stage.group(2))] = (stage.group(1), commit)
+    return versions, stages
+
+
+SCENE_VERSIONS = ["v2.0.0", "v2.1.0", "v2.2.0"]
+
+
+@exercise(11, "promote-the-best", "Promote the best of three versions to prod, then roll back", lesson=9)
+def _():
+    def setup(s):
+        for bump, edit, message in [
+                ("--bump-major", "s/^  model: .*/  model: logistic_regression/; "
+                 "/logistic_regression:/,/max_iter/ s/C: [0-9.e-]*/C: 0.01/", "Logistic regression, C 0.01"),
+                ("--bump-minor", "s/^  model: .*/  model: svc/; s/kernel: rbf/kernel: sigmoid/",
+                 "An SVM, sigmoid kernel"),
+                ("--bump-minor", "s/kernel: sigmoid/kernel: rbf/", "An SVM, RBF kernel")]:
+            s.sh(f"sed -i -e '{edit}' params.yaml && dvc repro -q && git commit -qam '{message}' && "
+                 f"gto register classifier {bump}")
+        s.sh(f"gto assign classifier --version {SCENE_VERSIONS[0]} --stage prod")
+
+    def check(s):
+        versions, stages = registry(s)
+        prod = sorted((n, commit) for n, (stage, commit) in stages.items() if stage == "prod")
+        scene_n = min((n for n, commit in prod if commit == versions.get(SCENE_VERSIONS[0])), default=None)
+        ours = [(n, commit) for n, commit in prod if scene_n is not None and n > scene_n]
+        scores = {v: accuracy(s.reproduced_metrics(versions[v])) for v in SCENE_VERSIONS if v in versions}
+        best = max((a for a in scores.values() if a is not None), default=None)
+        promoted = [n for n, commit in ours if commit != versions.get(SCENE_VERSIONS[0]) and best is not None
+                    and scores.get(next((v for v, c in versions.items() if c == commit), ""), None) == best]
+        return [
+            criterion(all(versions.get(v) == s.rev(f"{s.start()}~{2 - i}") for i, v in enumerate(SCENE_VERSIONS))
+                      and all(a is not None for a in scores.values()),
+                      f"the scene's versions {', '.join(SCENE_VERSIONS)} are registered and each reproduces",
+                      "gto show lists them; a version's tag must stay on the commit that made it"),
+            criterion(promoted, "after the scene, prod was assigned the version with the best test accuracy",
+                      "compare the versions' metrics: dvc metrics diff TAG1 TAG2 (a version's tag is a git tag)"),
+            criterion(promoted and ours and ours[-1][1] == versions.get(SCENE_VERSIONS[0]) and ours[-1][0] >
+                      promoted[0], f"then prod was rolled back: its latest assignment is {SCENE_VERSIONS[0]} again",
+                      "a rollback is one more gto assign (with --force where GTO asks for it)"),
+            criterion(s.dvc_clean() and s.git_clean(), "the working tree is clean and DVC up to date",
+                      s.stale()),
+        ]
+    return setup, check
+
+
+@exercise(12, "review-a-branch", "Review a branch, and record the verdict", lesson=10)
+def _():
+    def setup(s):
+        s.sh("git checkout -q -b candidate && sed -i -e 's/^  model: .*/  model: svc/' "
+             "-e 's/kernel: rbf/kernel: sigmoid/' params.yaml && "
+             "dvc repro -q && git commit -qam 'An SVM with a sigmoid kernel: a smaller model than a forest' && "
+             "git checkout -q main && dvc checkout -q", env=CLASSMATE)
+
+    def check(s):
+        start, candidate = s.start(), s.rev("candidate")
+        line = re.search(r"^candidate: (merged|rejected)\b(.*)$", s.show("HEAD", "reviews.md") or "", re.M)
+        base, theirs = accuracy(s.reproduced_metrics(start)), accuracy(s.reproduced_metrics(candidate or start))
+        right = None if base is None or theirs is None else ("merged" if theirs >= base else "rejected")
+        merged = bool(candidate) and s.sh(f"git merge-base --is-ancestor {candidate} HEAD", check=False).returncode == 0
+        numbers = re.findall(r"\d+\.\d+|\b[01]\b", line.group(2)) if line else []
+        shown = {str(float(format(a, ".6g"))) for a in (base, theirs) if a is not None}
+        return [
+            criterion(candidate and candidate != start and s.reproduces(candidate) is None,
+                      "the branch candidate is still there, and reproduces", "git log candidate"),
+            criterion(line and start in s.history("HEAD"), "reviews.md, committed on main, has the line "
+                      "candidate: merged (or rejected), then the test accuracy of main and of candidate",
+                      "the task says what the line looks like"),
+            criterion(line and line.group(1) == right, "the verdict follows the test accuracy",
+                      "make review BASE=main REV=candidate shows what the branch does to it"),
+            criterion(line and shown and shown <= {str(float(n)) for n in numbers},
+                      "the line gives both accuracies as the review shows them", "copy them from the report"),
+            criterion(line and merged == (line.group(1) == "merged"), "main holds candidate's commit only "
+                      "if the verdict is merged", "git merge candidate merges it; a rejected branch stays out"),
+            criterion(s.dvc_clean() and s.git_clean() and s.on_disk(), "the working tree is main's, committed, "
+                      "and DVC up to date", s.stale()),
+        ]
+    return setup, check
+
+
 # ---------------------------------------------------------------------------
 
 def folder_of(number: int, exercises: Path) -> Path:
@@ -618,6 +710,9 @@ def start(number: int, course: Path = DEFAULT_FOLDER, exercises: Path = DEFAULT_
 
     install_workspace(repo)
     s.sh("dvc checkout -q")
+    for tag in registry_tags(repo):  # a later lesson's registry (lesson 9) is not this scene's
+        if s.sh(f"git merge-base --is-ancestor '{tag}^{{commit}}' HEAD", check=False).returncode:
+            s.git(f"tag -d '{tag}'")
     spec["setup"](s)
     (repo / ".git" / MARKER).write_text(json.dumps({"exercise": number, "start": s.rev("HEAD")}) + "\n")
     say(f"Exercise {number}, {spec['title']}: set up in {repo}")

@@ -50,6 +50,8 @@ ON_THE_STUDENTS_MACHINE = {  # exercise: what it grades that a commit does not c
     6: "your DVC cache",
     7: "your DVC cache",
     8: "the remote and the classmate's clone beside the repository",
+    11: "the registry's tags (which the class's gate keeps for the instructor)",
+    12: "the branch under review, which a commit of main does not hold",
 }
 GRADED_HERE = sorted(set(exercises.EXERCISES) - set(ON_THE_STUDENTS_MACHINE))
 
