@@ -3,14 +3,17 @@ repository (with any uncommitted edits carried over and committed), using this
 checkout's venv, with real git, DVC, papermill and Jupyter kernels."""
 
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -167,3 +170,17 @@ def save_through_jupyter(url, token, path, content):
     request = urllib.request.Request(f"{url}/api/contents/{path}?token={token}", data=body, method="PUT",
                                      headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=30)
+
+
+def md_rows(table: str) -> list[list[str]]:
+    """The cells of a markdown table, stripped of padding."""
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
+
+
+def serve(folder):
+    """A static server on 127.0.0.1 for one folder; returns its address and a stop function."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server.shutdown

@@ -232,6 +232,16 @@ def test_refs_are_owned_by_the_student_they_are_named_after(klass):
     instructor.sh("gto register classifier --version v1.0.0 && gto assign classifier --version v1.0.0 "
                   "--stage dev && gto assign classifier --version v1.0.0 --stage prod && git push -q class --tags")
     assert "│ classifier │ v1.0.0   │ v1.0.0 │ v1.0.0  │" in bob.sh("git fetch -q class --tags && gto show").stdout
+    # ... and fetches the prod model by its stage, from the class store: in a new clone, with no cache of its own.
+    deploy = Person(klass["base"], "bob", klass["base"] / "bob-deploy")
+    run(["git", "clone", "-q", str(bob.clone), str(deploy.clone)], cwd=klass["base"])
+    (deploy.clone / ".venv").symlink_to(VENV_BIN.parent)
+    deploy.sh([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(klass["folder"]),
+               "--student", "bob"])
+    deploy.sh("git fetch -q class --tags && dvc artifacts get . classifier --stage prod -o ../prod.skops")
+    prod = instructor.sh("git show 'classifier@v1.0.0:dvc.lock'").stdout
+    assert hashlib.md5((bob.clone.parent / "prod.skops").read_bytes()).hexdigest() == re.search(
+        r"path: models/model.skops\n\s+hash: md5\n\s+md5: (\w+)", prod).group(1)
     before = refs()
     assert "ada-forest" in before and "bob-deep" in before and "refs/tags/classifier#prod#2" in before
     attempts = {

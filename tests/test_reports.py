@@ -1,14 +1,11 @@
 """Evaluate, metrics, plots and experiments: what a DVC lesson compares."""
 
-import http.server
 import json
-import threading
-from functools import partial
 from pathlib import Path
 
 import pytest
 
-from helpers import ARTIFACTS, run, set_param
+from helpers import ARTIFACTS, md_rows, run, serve, set_param
 
 GIT = "git -c user.name=t -c user.email=t@example.invalid "
 
@@ -18,11 +15,6 @@ def flat_metrics(root):
     return {"accuracy": data["accuracy"], "f1_macro": data["f1_macro"],
             **{f"precision.{k}": v for k, v in data["precision"].items()},
             **{f"recall.{k}": v for k, v in data["recall"].items()}}
-
-
-def md_rows(table: str) -> list[list[str]]:
-    """The cells of a markdown table, stripped of padding."""
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("|")]
 
 
 def test_metrics_have_every_declared_key_as_a_share(reproduced):
@@ -48,15 +40,6 @@ def test_a_weaker_model_changes_the_metrics_and_diffs_show_it(workspace):
     assert ["params.yaml", "train.logistic_regression.C", "1.0", "0.01"] in params_diff
     plots_diff = run("dvc plots diff HEAD~1 HEAD -o plots-diff", cwd=workspace)
     assert (workspace / "plots-diff/index.html").is_file(), plots_diff.stdout
-
-
-def serve(folder):
-    """A static server on 127.0.0.1 for one folder; returns its address and a stop function."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}", server.shutdown
 
 
 def test_plots_page_renders_offline_in_a_real_browser(reproduced, browser, tmp_path):

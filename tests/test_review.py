@@ -5,8 +5,7 @@ import re
 
 import pytest
 
-from helpers import ARTIFACTS, locked_md5, run, set_param
-from test_reports import md_rows, serve
+from helpers import ARTIFACTS, locked_md5, md_rows, run, serve, set_param
 
 GIT = "git -c user.name=t -c user.email=t@example.invalid "
 
