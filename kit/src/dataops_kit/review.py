@@ -62,6 +62,8 @@ def _dvc(args, repo: Path):
 
 def resolve(repo: Path, rev: str) -> str:
     """REV as git names it: a branch, tag or commit as it is; an experiment's name (dvc exp list) as its ref."""
+    if rev.startswith("-"):  # never an option of git's or DVC's
+        raise ReviewError(f"{rev} is no commit, branch, tag or experiment here")
     if subprocess.run(["git", "rev-parse", "-q", "--verify", f"{rev}^{{commit}}"], cwd=repo,
                       capture_output=True).returncode == 0:
         return rev
