@@ -204,6 +204,17 @@ def registry_tags(repo: Path) -> list:
     return [tag for tag in _git(["tag", "--list"], repo).split() if re.match(r"[a-z0-9-]+(@v\d|#)", tag)]
 
 
+def _in_history(repo: Path, rev: str, target: str) -> bool:
+    """Whether REV's commit is TARGET's or one of its ancestors."""
+    return subprocess.run(["git", "merge-base", "--is-ancestor", f"{rev}^{{commit}}", target], cwd=repo,
+                          capture_output=True).returncode == 0
+
+
+def later_registry_tags(repo: Path, target: str) -> list:
+    """GTO's tags on commits outside TARGET's history: a later lesson's registry."""
+    return [tag for tag in registry_tags(repo) if not _in_history(repo, tag, target)]
+
+
 def _dvc(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
     result = subprocess.run(["dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode:
@@ -302,8 +313,7 @@ def _keep(repo: Path, number: int, known: dict, stamp: str) -> list:
 
 def _set_aside_registry(repo: Path, target: str, stamp: str) -> list:
     """GTO's tags on commits after TARGET (a later lesson's registry), where retyping that lesson does not collide."""
-    later = [tag for tag in registry_tags(repo) if subprocess.run(
-        ["git", "merge-base", "--is-ancestor", f"{tag}^{{commit}}", target], cwd=repo).returncode]
+    later = later_registry_tags(repo, target)
     folder = _unique(lambda n: f"refs/kept-tags/{stamp}{n}",
                      lambda name: _git(["for-each-ref", "--count=1", name], repo) != "")
     for tag in later:
@@ -318,8 +328,7 @@ def _put_back_registry(repo: Path, target: str) -> list:
     taken, back = set(registry_tags(repo)), []
     for ref in _git(["for-each-ref", "--format=%(refname)", "refs/kept-tags"], repo).split():
         tag = ref.split("/", 3)[3]
-        if tag not in taken and not subprocess.run(
-                ["git", "merge-base", "--is-ancestor", f"{ref}^{{commit}}", target], cwd=repo).returncode:
+        if tag not in taken and _in_history(repo, ref, target):
             _git(["update-ref", f"refs/tags/{tag}", ref], repo)
             _git(["update-ref", "-d", ref], repo)
             taken.add(tag)

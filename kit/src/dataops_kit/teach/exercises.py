@@ -32,7 +32,7 @@ from pathlib import Path
 
 from dataops_kit.facts import (YAMLError, cache_dir, git_show, locked_metrics, md5, outputs, read_yaml,
                                stored)
-from dataops_kit.teach.course import (AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, registry_tags,
+from dataops_kit.teach.course import (AUTHOR, DEFAULT_FOLDER, WORKSPACE, CourseError, later_registry_tags,
                                      student_env, tags)
 
 DEFAULT_EXERCISES = WORKSPACE.parent / "dataops-exercises"
@@ -710,9 +710,8 @@ def start(number: int, course: Path = DEFAULT_FOLDER, exercises: Path = DEFAULT_
 
     install_workspace(repo)
     s.sh("dvc checkout -q")
-    for tag in registry_tags(repo):  # a later lesson's registry (lesson 9) is not this scene's
-        if s.sh(f"git merge-base --is-ancestor '{tag}^{{commit}}' HEAD", check=False).returncode:
-            s.git(f"tag -d '{tag}'")
+    for tag in later_registry_tags(repo, "HEAD"):  # a later lesson's registry (lesson 9) is not this scene's
+        s.git(f"tag -d '{tag}'")
     spec["setup"](s)
     (repo / ".git" / MARKER).write_text(json.dumps({"exercise": number, "start": s.rev("HEAD")}) + "\n")
     say(f"Exercise {number}, {spec['title']}: set up in {repo}")
