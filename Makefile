@@ -17,7 +17,7 @@ export JUPYTER_PLATFORM_DIRS := 1
 # serves this folder: its lessons, its notebooks.
 export DATAOPS_WORKSPACE := $(if $(wildcard kit/pyproject.toml),$(CURDIR))
 
-.PHONY: all help setup repro test lab bench lock course course-verify course-publish catch-up review exercise check class-deps class-remote class-remote-stop class-join leaderboard submit grades class-bench
+.PHONY: all help setup repro test lab bench lock course course-verify course-publish catch-up review exercise check class-deps class-remote class-remote-stop class-codes class-join leaderboard submit grades class-bench
 
 all: repro
 
@@ -129,13 +129,18 @@ CLASS ?= ../dataops-class
 CLASS_HOST ?= 127.0.0.1
 CLASS_PORT ?= 8333
 STUDENTS ?= 40
+CLASS_QUOTA_MB ?= 200
 class-deps: setup ## Add the class store's packages (dvc-s3, SeaweedFS) to the venv
 	uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements-class.txt
-class-remote: class-deps ## Start the class store and class git remote in CLASS
-	@python -m dataops_kit.teach.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT)
+class-remote: class-deps ## Start the class store and class git remote in CLASS (CLASS_CERT=cert.pem: HTTPS)
+	@python -m dataops_kit.teach.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT) \
+	  --quota-mb $(CLASS_QUOTA_MB) $(if $(CLASS_CERT),--cert $(CLASS_CERT)) $(if $(CLASS_CERT_KEY),--cert-key $(CLASS_CERT_KEY))
 class-remote-stop: ## Stop the class store
 	@python -m dataops_kit.teach.classroom stop --class-dir $(CLASS)
-class-join: class-deps ## Link this clone to the class store as STUDENT (your own key)
+# Join codes: one a name of CLASS/roster.csv, in CLASS/codes.csv; STUDENT=bob revokes bob's key, and a new code.
+class-codes: ## Join codes for the roster's students (CLASS/codes.csv); STUDENT=name: revoke theirs, a new code
+	@python -m dataops_kit.teach.classroom codes --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
+class-join: class-deps ## Link this clone to the class store as STUDENT (your own key; asks for your join code)
 	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
 leaderboard: class-deps ## Rank the class's experiments, each reproduced in a sandbox (leaderboard.html)
 	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS) $(if $(filter off,$(SANDBOX)),--unsandboxed)

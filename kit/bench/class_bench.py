@@ -105,7 +105,7 @@ def _push(folder: Path, class_dir: Path, names: list, figures: dict, fault: bool
     results = {}
     for wave, pushing in enumerate(waves):
         if wave == 1:  # the fixed point: the first half has pushed, the second has not begun
-            pid = classroom._state(class_dir)["pid"]
+            pid = classroom._private(class_dir)["pid"]
             os.killpg(pid, signal.SIGKILL)
             figures["fault: killed after, s"] = time.perf_counter() - began
             say(f"  fault: killed the store (pid {pid}) after {len(waves[0])} pushes")

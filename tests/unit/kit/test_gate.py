@@ -47,13 +47,13 @@ def signed(method, target, body=b"", key=ADA, **headers):
 @needs_botocore
 @pytest.mark.parametrize("target", [OBJECT, "/class?list-type=2&prefix=dvc%2Ffiles%2F&max-keys=1000", "/class/"])
 def test_a_request_botocore_signed_is_the_signer_s(target):
-    assert gate.signer("GET", target, signed("GET", target), b"", FakeKeys()) == "ada"
+    assert gate.signer("GET", target, signed("GET", target), FakeKeys()) == "ada"
 
 
 @needs_botocore
 def test_the_admin_key_is_the_instructor_s():
     headers = signed("DELETE", OBJECT, key=FakeKeys.data["admin"])
-    assert gate.signer("DELETE", OBJECT, headers, b"", FakeKeys()) == gate.INSTRUCTOR
+    assert gate.signer("DELETE", OBJECT, headers, FakeKeys()) == gate.INSTRUCTOR
 
 
 @needs_botocore
@@ -70,7 +70,8 @@ def test_a_tampered_or_unsigned_request_is_refused(change, code):
     body = b"model"
     headers, target, body = change(signed("PUT", OBJECT, body), OBJECT, body)
     with pytest.raises(gate.Refused) as refused:
-        gate.signer("PUT", target, headers, body, FakeKeys())
+        gate.signer("PUT", target, headers, FakeKeys())  # who, from the line and headers alone
+        gate.payload_check(headers, body)  # then the body, once read
     assert refused.value.code == code
 
 
@@ -78,7 +79,7 @@ def test_a_tampered_or_unsigned_request_is_refused(change, code):
 def test_an_old_signature_is_refused():
     headers = signed("GET", OBJECT)
     with pytest.raises(gate.Refused, match="15 minutes"):
-        gate.signer("GET", OBJECT, headers, b"", FakeKeys(), now=time.time() + 3600)
+        gate.signer("GET", OBJECT, headers, FakeKeys(), now=time.time() + 3600)
 
 
 @pytest.mark.parametrize("method, target, headers, allowed", [
@@ -156,7 +157,7 @@ def test_a_student_name_is_checked(name, tmp_path):
         gate.Keys(tmp_path).enrol(name)
 
 
-def test_a_name_gets_one_key_once_and_the_file_stays_private(tmp_path):
+def test_without_a_roster_a_name_gets_one_key_once_and_the_file_stays_private(tmp_path):
     keys = gate.Keys(tmp_path)
     key = keys.enrol("ada")
     assert keys.owner(key["access_key_id"]) == ("ada", key["secret_access_key"])
@@ -164,10 +165,42 @@ def test_a_name_gets_one_key_once_and_the_file_stays_private(tmp_path):
     with pytest.raises(gate.Refused, match="already has a key"):
         gate.Keys(tmp_path).enrol("ada")
     assert oct((tmp_path / "keys.json").stat().st_mode)[-3:] == "600"
-    (tmp_path / "roster.txt").write_text("bob\ncat\n")
-    with pytest.raises(gate.Refused, match="roster"):
-        keys.enrol("dan")
-    assert keys.enrol("bob")
+
+
+def test_with_a_roster_a_name_is_claimed_with_its_own_code_once_and_a_revoked_key_is_refused_at_once(tmp_path):
+    (tmp_path / "roster.csv").write_text("name,lms_id\nbob,1002\neve,1005\n")
+    instructor, door = gate.Keys(tmp_path), gate.Keys(tmp_path)  # the instructor's command, the gate
+    codes = instructor.issue(["bob", "eve"])
+    assert sorted(codes) == ["bob", "eve"] and instructor.issue(["bob", "eve"]) == codes  # once a name
+    for name, code, status, says in (("dan", codes["bob"], 403, "not on the class roster"),
+                                     ("bob", None, 401, "needs bob's join code"),
+                                     ("bob", codes["eve"], 403, "not bob's join code"),  # eve's own code
+                                     ("bob", "abcd-efgh-jkmn", 403, "not bob's join code")):
+        with pytest.raises(gate.Refused, match=says) as refused:
+            door.enrol(name, code)
+        assert refused.value.status == status
+    key = door.enrol("bob", codes["bob"].upper())
+    assert door.owner(key["access_key_id"])[0] == "bob"
+    with pytest.raises(gate.Refused, match="or it was used"):
+        door.enrol("bob", codes["bob"])
+    assert door.enrol("eve", codes["eve"])  # her code was never spent on his name
+    again = instructor.issue(["bob"], again=True)  # a lost laptop: revoked, and a new code
+    assert door.owner(key["access_key_id"]) is None and not door.login("bob", key["secret_access_key"])
+    assert door.owner(door.enrol("bob", again["bob"])["access_key_id"])[0] == "bob"
+
+
+def test_the_roster_is_one_csv_for_the_gate_and_the_gradebook(tmp_path):
+    assert gate.roster(tmp_path) == {}
+    (tmp_path / "roster.csv").write_text("name,lms_id\n ada ,1001\n,1002\nbob,\n")
+    assert gate.roster(tmp_path) == {"ada": "1001", "bob": ""}
+
+
+def test_a_student_s_additions_are_counted_against_a_quota(tmp_path):
+    usage = gate.Usage(tmp_path / "usage.json", 100)
+    usage.add("ada", 60)
+    assert usage.room("ada", 40) and not usage.room("ada", 41) and usage.room("bob", 100)
+    assert usage.room(gate.INSTRUCTOR, 10 ** 12)
+    assert not gate.Usage(tmp_path / "usage.json", 100).room("ada", 41)  # kept across a restart
 
 
 @pytest.mark.parametrize("metrics, reason", [
@@ -199,26 +232,50 @@ def test_student_text_reaches_the_terminal_without_control_characters(text):
     assert len(classroom.clean("x" * 500, 60)) == 60
 
 
-def test_the_gate_answers_a_malformed_or_oversized_request_in_one_line_and_closes(tmp_path):
-    """A request the gate cannot read gets an S3 error and the connection ends (its body is never read)."""
-    import http.client
-    import threading
+def ask(server, head: bytes):
+    """Send a request's line and headers, nothing of its body: the reply's status line and headers, read
+    to the end (within 10 s, or socket.timeout: the gate must close the connection, not wait for a body)."""
+    import socket
 
-    gate.Gate.folder, gate.Gate.keys, gate.Gate.log = tmp_path, gate.Keys(tmp_path), None
-    server = gate.Server(("127.0.0.1", 0), gate.Gate)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.create_connection(server.server_address, timeout=10) as connection:
+        connection.sendall(head + b"\r\n")
+        reply = connection.makefile("rb").read()
+    return reply.decode(errors="replace").partition("\r\n\r\n")[0]
+
+
+@needs_botocore
+@pytest.mark.parametrize("framing, keyless, keyed", [
+    (f"Content-Length: {1 << 30}", "403", "413"),  # 1 GB announced, nothing sent: no wait for it
+    ("Content-Length: -1", "403", "400"),  # read(-1) would read until the client hangs up
+    ("Content-Length: many", "403", "400"),
+    ("Transfer-Encoding: chunked\r\n\r\n-1\r\n", "403", "413"),
+    (f"Transfer-Encoding: chunked\r\n\r\n{gate.MAX_OBJECT + 1:x}\r\n", "403", "413"),
+])
+def test_the_gate_knows_who_asks_and_how_much_before_it_reads_a_body(tmp_path, framing, keyless, keyed):
+    """Nobody's body is read before their key is checked, and a key's body only within its bound: each
+    request below sends its headers and none of the body it announces, and is answered at once and closed."""
+    server = serving(gate.Server, tmp_path)
+    gate.Gate.keys = FakeKeys()
     try:
-        for length, code in (("many", b"InvalidRequest"), (str(gate.MAX_OBJECT + 1), b"EntityTooLarge")):
-            connection = http.client.HTTPConnection(*server.server_address, timeout=10)
-            connection.putrequest("PUT", OBJECT)
-            connection.putheader("Content-Length", length)
-            connection.endheaders()
-            answer = connection.getresponse()
-            assert answer.status in (400, 413) and code in answer.read()
-            assert answer.getheader("Connection") == "close"
-            connection.close()
+        for key, status in ((None, keyless), (ADA, keyed)):
+            headers = "".join(f"{k}: {v}\r\n" for k, v in signed("PUT", OBJECT, b"", key=key).items()) if key \
+                else "Host: 127.0.0.1:9\r\n"
+            head, _, rest = framing.partition("\r\n\r\n")
+            line = ask(server, f"PUT {OBJECT} HTTP/1.1\r\n{headers}{head}\r\n\r\n{rest}".encode()[:-2])
+            assert line.split()[1] == status and "Connection: close" in line, line
     finally:
         server.shutdown()
+        server.server_close()
+
+
+def test_a_key_holds_its_share_of_connections_wherever_it_comes_from(tmp_path):
+    server = gate.Server(("127.0.0.1", 0), gate.Gate)
+    try:
+        mine = [object() for _ in range(server.per_key)]
+        assert all(server.claim(connection, "ada") for connection in mine)
+        assert not server.claim(object(), "ada") and server.claim(mine[0], "ada")  # her own again: still hers
+        assert server.claim(object(), "bob")  # a classmate on the same address is served
+    finally:
         server.server_close()
 
 
@@ -242,6 +299,7 @@ def serving(server_class, folder):
     import threading
 
     gate.Gate.folder, gate.Gate.keys, gate.Gate.log = folder, gate.Keys(folder), None
+    gate.Gate.usage = gate.Usage(folder / "usage.json", 1 << 20)
     server = server_class(("127.0.0.1", 0), gate.Gate)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
@@ -261,6 +319,47 @@ def test_one_client_holding_connections_neither_locks_out_the_class_nor_stays(tm
         classmate.request("GET", "/git/class.git/info/refs?service=git-upload-pack")
         assert classmate.getresponse().status == 401  # answered: git asks for the key
         assert all(closed_by_peer(connection) for connection in held[:SmallGate.per_client])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_with_a_certificate_the_gate_speaks_https_and_a_silent_handshake_holds_up_no_one(tmp_path):
+    import datetime
+    import http.client
+    import socket
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    pem = tmp_path / "cert.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    server = gate.Server(("127.0.0.1", 0), gate.Gate)
+    gate.https(server, str(pem), str(pem))
+    __import__("threading").Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        silent = socket.create_connection(server.server_address, timeout=30)  # connects, never says hello
+        answer = http.client.HTTPSConnection(*server.server_address, timeout=10,
+                                             context=ssl.create_default_context(cafile=str(pem)))
+        answer.request("GET", "/_class/health")
+        assert answer.getresponse().read() == b"ok\n"
+        plain = http.client.HTTPConnection(*server.server_address, timeout=10)
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):  # no key in clear text
+            plain.request("GET", "/_class/health")
+            plain.getresponse()
+        silent.close()
     finally:
         server.shutdown()
         server.server_close()

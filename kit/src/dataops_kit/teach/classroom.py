@@ -3,16 +3,19 @@ instructor serves, students' experiments shared through both, a leaderboard.
 
     make class-remote [CLASS=../dataops-class] [CLASS_HOST=127.0.0.1] [CLASS_PORT=8333]
     make class-remote-stop
-    make class-join STUDENT=ada       # in a student's clone: remotes, ada's own key
+    make class-codes                  # a join code per name of CLASS/roster.csv, in CLASS/codes.csv
+    make class-join STUDENT=ada       # in a student's clone: remotes, ada's own key (asks for her code)
     make leaderboard                  # the instructor: fetch every experiment, reproduce, rank
 
 The store is SeaweedFS (``weed server -s3``), pinned in requirements-class.txt
 with dvc-s3; ``make class-remote`` installs both into the venv, so the
 student's ``make`` stays as it is. One port, CLASS_PORT, is the class's door
 (dataops_kit.teach.gate): S3 for DVC, the class git remote at /git/class.git,
-and the keys. CLASS holds the store's data, class.git, the store's state
-(store.json: its address, readable by all) and its keys (keys.json and
-secrets/, readable by the instructor only). A student's key reaches their
+and the keys; SeaweedFS itself is in a network namespace of its own, reached
+only through a Unix socket in CLASS/secrets. CLASS holds the store's data,
+class.git, its address (store.json, readable by all), and, readable by the
+instructor only, its state (gate.json), keys and join codes (keys.json,
+codes.csv) and SeaweedFS's secrets (secrets/). A student's key reaches their
 clone's .dvc/config.local (0600) and a git credential file in their home
 (0600), never a command's arguments.
 """
@@ -23,7 +26,9 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -48,16 +53,25 @@ BUCKET = gate.BUCKET
 REMOTE = "class"  # the name of both remotes in a clone: git's and DVC's
 WEED = Path(sys.executable).parent / "weed"
 DVC = str(Path(sys.executable).parent / "dvc")  # the venv's (dataops_kit.install), activated or not
-# Every port weed server listens on, each set: its defaults (8181 and 9101 too)
-# would collide with a second store on the same machine.
-PORTS = {"s3": "s3.port", "s3.grpc": "s3.port.grpc", "s3.iceberg": "s3.port.iceberg", "s3.lance": "s3.port.lance",
-         "master": "master.port", "master.grpc": "master.port.grpc", "volume": "volume.port",
-         "volume.grpc": "volume.port.grpc", "filer": "filer.port", "filer.grpc": "filer.port.grpc"}
+# Every port weed server listens on, each set, all inside its own network namespace, where nothing else
+# of the machine reaches them: the gate talks to its S3 over a Unix socket. Iceberg and Lance: off.
+PORTS = {"s3.port": 8333, "s3.port.grpc": 18333, "s3.port.iceberg": 0, "s3.port.lance": 0, "master.port": 9333,
+         "master.port.grpc": 19333, "volume.port": 8080, "volume.port.grpc": 18080, "filer.port": 8888,
+         "filer.port.grpc": 18888}
+QUOTA_MB = 200  # what one student may add to the store (make class-remote CLASS_QUOTA_MB=...)
 METRICS = ("accuracy", "f1_macro")
 
 
 def _state(folder: Path) -> dict:
+    """What a student needs to join, readable by all: the gate's address and the bucket."""
     path = folder / "store.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _private(folder: Path) -> dict:
+    """The store's own state, for the instructor's account alone (0600): the gate's pid, its host and
+    port, SeaweedFS's command line, the quota and the certificate."""
+    path = folder / "gate.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -70,8 +84,10 @@ def _alive(pid, group=False) -> bool:
 
 
 def _answers(url: str) -> bool:
+    context = ssl.create_default_context()  # whether something answers, not who: any certificate
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        urllib.request.urlopen(url, timeout=1)
+        urllib.request.urlopen(url, timeout=1, context=context)
     except urllib.error.HTTPError:
         return True  # an answer, even an error: something listens there
     except OSError:
@@ -84,9 +100,10 @@ def admin_key(folder: Path) -> dict:
     return gate.Keys(folder.resolve()).data["admin"]
 
 
-def _secrets(folder: Path, ports: dict) -> list:
-    """SeaweedFS's own keys, in CLASS/secrets (0700): the gate's S3 identity, and JWT keys
-    so that its filer and volume HTTP ports refuse anyone without a signed token."""
+def _weed(folder: Path) -> list:
+    """SeaweedFS's command: in a network namespace and a /tmp of its own (bwrap), so that no process of
+    the machine reaches its ports or sockets; its S3 answers on CLASS/secrets/s3.sock, for the gate. Its
+    own keys are in CLASS/secrets (0700): the gate's S3 identity, and JWT keys for its filer and volume."""
     secrets_dir = folder / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
     secrets_dir.chmod(0o700)
@@ -99,79 +116,102 @@ def _secrets(folder: Path, ports: dict) -> list:
         gate.write_private(toml, "".join(
             f'[{section}]\nkey = "{gate.new_key()["secret_access_key"]}"\nexpires_after_seconds = 60\n'
             for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")))
-    return [str(WEED), "server", f"-dir={folder / 'store'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-s3", f"-s3.config={secrets_dir / 's3.json'}", "-master.electionTimeout=2s",
+    alone = [_bwrap(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+             "--bind", str(folder), str(folder), "--unshare-net", "--unshare-ipc", "--unshare-pid",
+             "--die-with-parent", "--chdir", str(secrets_dir), "--"]
+    return [*alone, str(WEED), "server", f"-dir={folder / 'store'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-s3", f"-s3.config={secrets_dir / 's3.json'}", f"-s3.localSocket={gate.UPSTREAM_SOCKET}",
+            "-master.electionTimeout=2s",
             # One master, so no peer to wait for: a restart elects it after 2 s, not 10 s.
             "-master.telemetry=false", "-volume.preStopSeconds=0",
             # Volumes of 256 MB, up to 64: with the default (30 GB, as many as the disk holds) an
             # idle store on a small disk logs "No writable volumes" 85 KB a minute.
             "-master.volumeSizeLimitMB=256", "-volume.max=64",
-            *[f"-{PORTS[name]}={number}" for name, number in ports.items()]]
+            *[f"-{flag}={number}" for flag, number in PORTS.items()]]
+
+
+def _bwrap() -> str:
+    """bubblewrap, able to make a network namespace here; else StoreError, in one line."""
+    found = shutil.which("bwrap")
+    made = found and subprocess.run([found, "--ro-bind", "/", "/", "--unshare-net", "true"], capture_output=True)
+    if not found or made.returncode:
+        raise StoreError("the class store keeps SeaweedFS in a network namespace of its own, with bubblewrap, and "
+                         + ("there is none: sudo apt-get install bubblewrap" if not found else
+                            "bwrap cannot make one here (are unprivileged user namespaces allowed?)"))
+    return found
 
 
 def _hook(folder: Path) -> None:
     git = folder / "class.git"
     if not git.exists():
         subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(git)], check=True)
+    # A push inflates to at most what the gate lets a request carry.
+    subprocess.run(["git", "config", "receive.maxInputSize", str(gate.MAX_OBJECT)], cwd=git, check=True)
     hook = git / "hooks" / "pre-receive"
     hook.write_text(gate.HOOK.format(python=sys.executable))
     hook.chmod(0o755)
 
 
-def serve(folder: Path, host: str = "127.0.0.1", port: int = 8333, say=print, timeout=90) -> dict:
-    """Start the store and its gate (if they are not running); return the store's state."""
+def serve(folder: Path, host: str = "127.0.0.1", port: int = 8333, say=print, timeout=90,
+          quota_mb: int = QUOTA_MB, cert: Path = None, cert_key: Path = None) -> dict:
+    """Start the store and its gate (if they are not running); return the store's public state.
+    With CERT (and CERT_KEY, its private key, if not in the same file) the gate speaks HTTPS."""
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     _hook(folder)
-    state = _state(folder)
-    if state and _alive(state.get("pid")) and _answers(state["endpoint"] + "/_class/health"):
+    state, private = _state(folder), _private(folder)
+    if state and _alive(private.get("pid")) and _answers(state["endpoint"] + "/_class/health"):
         say(f"The class store is already running: {state['endpoint']}")
         return state
     if not WEED.exists():
         raise StoreError(f"no SeaweedFS in this venv ({WEED}): make class-remote installs it")
+    for given in filter(None, (cert, cert_key)):
+        if not Path(given).is_file():
+            raise StoreError(f"no certificate file {given} (CLASS_CERT, CLASS_CERT_KEY)")
     (folder / "store").mkdir(exist_ok=True)
-    # The same ports after a restart, so every clone's remotes still point at the store.
-    # Fresh ones are free when picked, but another program can take one before the
-    # store listens on it (weed then exits): pick others, up to three times.
-    for attempt in range(3):
-        ports = state.get("ports") or {name: free_port("127.0.0.1") for name in PORTS}
-        public = state.get("port", port)
-        public_host = state.get("host", host)
-        command = _secrets(folder, ports)
-        gate.write_private(folder / "gate.json", json.dumps(
-            {"weed": command, "upstream_port": ports["s3"], "host": public_host, "port": public, "ports": ports}))
-        began = time.monotonic()
-        with open(folder / "store.log", "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "dataops_kit.teach.gate", str(folder)],
-                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
-        endpoint = f"http://{public_host}:{public}"
-        started = {"pid": process.pid, "endpoint": endpoint, "host": public_host, "port": public,
-                   "ports": ports, "bucket": BUCKET}
-        (folder / "store.json").write_text(json.dumps(started, indent=1) + "\n")
-        if _bucket(started, admin_key(folder), process, timeout):
-            break
+    # The same address after a restart, so every clone's remotes still point at the store.
+    public_host, public = private.get("host", host), private.get("port", port)
+    config = {"weed": _weed(folder), "host": public_host, "port": public, "quota_bytes": quota_mb << 20,
+              "cert": cert and str(Path(cert).resolve()), "cert_key": str(Path(cert_key or cert).resolve()) if cert else None}
+    gate.write_private(folder / "gate.json", json.dumps(config))
+    began = time.monotonic()
+    with open(folder / "store.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dataops_kit.teach.gate", str(folder)],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    gate.write_private(folder / "gate.json", json.dumps({**config, "pid": process.pid}))
+    endpoint = f"{'https' if cert else 'http'}://{public_host}:{public}"
+    started = {"endpoint": endpoint, "bucket": BUCKET}
+    (folder / "store.json").write_text(json.dumps(started, indent=1) + "\n")
+    (folder / "store.json").chmod(0o644)  # a student's join reads it
+    if not _bucket(started, admin_key(folder), process, timeout, verify=config["cert"]):
         stop(folder, say=lambda _: None)
-        if state.get("ports") or attempt == 2:
-            raise StoreError(f"the store did not start; its log: {folder / 'store.log'}")
+        raise StoreError(f"the store did not start; its log: {folder / 'store.log'}")
     say(f"The class store is up at {endpoint} (S3, bucket {BUCKET!r}; git: {endpoint}/git/class.git), "
         f"after {time.monotonic() - began:.1f} s. Its data, keys and log are in {folder}.")
+    if not cert and public_host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"! Plain HTTP on {public_host}: every git push sends its student's key, readable on the network's "
+            f"way; give a certificate (CLASS_CERT=...) for HTTPS.")
+    if gate.roster(folder):
+        codes(folder, say=say)
     return started
 
 
-def _s3(state: dict, keys: dict, **config):
+def _s3(state: dict, keys: dict, verify=None, **config):
     import botocore.config
     import botocore.session
 
     return botocore.session.get_session().create_client(
         "s3", endpoint_url=state["endpoint"], region_name="us-east-1", config=botocore.config.Config(**config),
+        verify=verify,
         aws_access_key_id=keys["access_key_id"], aws_secret_access_key=keys["secret_access_key"])
 
 
-def _bucket(state: dict, keys: dict, process, timeout: float) -> bool:
-    """Make the bucket, through the gate, once the store behind it answers; False if it never does."""
+def _bucket(state: dict, keys: dict, process, timeout: float, verify=None) -> bool:
+    """Make the bucket, through the gate, once the store behind it answers; False if it never does.
+    VERIFY: the certificate the gate shows, as its own authority (HTTPS), or None."""
     # Short timeouts, no retries: whatever holds the port may accept and never answer.
-    client = _s3(state, keys, connect_timeout=2, read_timeout=10, retries={"max_attempts": 1})
+    client = _s3(state, keys, verify, connect_timeout=2, read_timeout=10, retries={"max_attempts": 1})
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
         try:
@@ -188,7 +228,7 @@ def stop(folder: Path, say=print) -> None:
     """Stop the gate, which finishes its requests and stops SeaweedFS (about a second);
     SIGKILL for the whole group if it has not ended after 10 s."""
     folder = folder.resolve()
-    pid = _state(folder).get("pid")
+    pid = _private(folder).get("pid")
     if not _alive(pid, group=True):  # the group: SeaweedFS outlives a gate killed on its own
         say(f"The class store is not running (its data is in {folder / 'store'}).")
         return
@@ -215,25 +255,88 @@ def _home_keys(endpoint: str) -> Path:
     return Path.home() / ".config" / "dataops-class" / f"{where}.json"
 
 
-def _enrol(state: dict, student: str) -> dict:
+def _still_valid(state: dict, key: dict) -> bool:
+    """False if the gate no longer knows KEY (the instructor revoked it); True otherwise."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _s3(state, key, retries={"max_attempts": 1}).list_objects_v2(Bucket=state["bucket"], Prefix="-", MaxKeys=1)
+    except ClientError as error:
+        return error.response["Error"]["Code"] != "InvalidAccessKeyId"
+    except BotoCoreError:
+        pass  # the store does not answer: the join's next step says so
+    return True
+
+
+def _ask_code(student: str, say) -> str:
+    """STUDENT's join code, typed at the prompt (never an argument: another account's ps would show it)."""
+    sys.stderr.write(f"{student}'s join code (from the instructor, through the course's LMS): ")
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line.endswith("\n"):  # nothing typed, or not a terminal: the next line starts on its own
+        sys.stderr.write("\n")
+    code = line.strip()
+    if not code:
+        raise StoreError(f"joining as {student} needs {student}'s join code, from the instructor: "
+                         f"run make class-join again and type it at the prompt")
+    return code
+
+
+def _join_request(state: dict, student: str, code) -> dict:
+    request = urllib.request.Request(state["endpoint"] + "/_class/join", method="POST",
+                                     data=json.dumps({"student": student, "code": code}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read(4096))
+
+
+def _enrol(state: dict, student: str, say=print) -> dict:
     saved = _home_keys(state["endpoint"])
     keys = json.loads(saved.read_text()) if saved.exists() else {}
     if student in keys:
-        return keys[student]
-    request = urllib.request.Request(state["endpoint"] + "/_class/join", method="POST",
-                                     data=json.dumps({"student": student}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            key = json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        raise StoreError(error.read().decode(errors="replace").strip()) from None
-    except OSError as error:
-        raise StoreError(f"the class store at {state['endpoint']} does not answer ({error}): "
-                         "is it running? (the instructor: make class-remote)") from None
+        if _still_valid(state, keys[student]):
+            return keys[student]
+        say(f"The instructor has revoked the key of {student} that this account kept: joining again.")
+    code = None
+    while True:
+        try:
+            key = _join_request(state, student, code)
+            break
+        except urllib.error.HTTPError as error:
+            if error.code == 401 and code is None:  # the class has a roster: a name needs its code
+                code = _ask_code(student, say)
+                continue
+            raise StoreError(error.read(1000).decode(errors="replace").strip()) from None
+        except OSError as error:
+            raise StoreError(f"the class store at {state['endpoint']} does not answer ({error}): "
+                             "is it running? (the instructor: make class-remote)") from None
     saved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     gate.write_private(saved, json.dumps({**keys, student: key}, indent=1) + "\n")
     return key
+
+
+def codes(folder: Path, student: str = None, say=print) -> Path:
+    """A join code for every name on CLASS/roster.csv that has neither a key nor a code (with STUDENT:
+    STUDENT's key revoked at once, and a new code), all in CLASS/codes.csv (0600), to hand out."""
+    folder = folder.resolve()
+    listed = gate.roster(folder)
+    if not listed:
+        raise StoreError(f"no roster: write {folder / 'roster.csv'}, a line 'name,lms_id' then one row a student")
+    wrong = [name for name in listed if not gate.NAME.fullmatch(name) or name == gate.INSTRUCTOR]
+    if wrong:
+        raise StoreError(f"{clean(wrong[0], 30)!r} on the roster is not a class name: lower-case letters, digits "
+                         f"and _, starting with a letter, at most 20 ({folder / 'roster.csv'})")
+    if student and student not in listed:
+        raise StoreError(f"{student} is not on the roster ({folder / 'roster.csv'})")
+    pending = gate.Keys(folder).issue([student] if student else sorted(listed), again=bool(student))
+    path = folder / "codes.csv"
+    gate.write_private(path, "name,lms_id,code\n" + "".join(
+        f"{name},{listed.get(name, '')},{code}\n" for name, code in sorted(pending.items())))
+    if student:
+        say(f"{student}'s key is revoked (their work stays), and their new join code is in {path}.")
+    say(f"{len(pending)} join code(s) not yet used are in {path} (name, lms_id, code): hand each student "
+        f"theirs through the LMS; make class-join asks for it, once.")
+    return path
 
 
 def join(repo: Path, folder: Path, student: str = None, say=print, default: bool = True) -> str:
@@ -249,7 +352,7 @@ def join(repo: Path, folder: Path, student: str = None, say=print, default: bool
         raise StoreError(f"no class store in {folder}: the instructor starts it with make class-remote")
     _one_name(state["endpoint"], student or gate.INSTRUCTOR)
     if student:
-        name, key = student, _enrol(state, student)
+        name, key = student, _enrol(state, student, say)
     else:
         try:
             name, key = gate.INSTRUCTOR, admin_key(folder)
@@ -451,17 +554,20 @@ def hints(folder: Path) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataops_kit.teach.classroom", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["serve", "stop", "join", "leaderboard"])
+    parser.add_argument("command", choices=["serve", "stop", "join", "codes", "leaderboard"])
     parser.add_argument("--class-dir", type=Path, default=Path(os.environ.get("CLASS") or DEFAULT_CLASS))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8333)
     parser.add_argument("--student", default=os.environ.get("STUDENT") or None)
+    parser.add_argument("--quota-mb", type=int, default=QUOTA_MB, help="serve: what one student may add, in MB")
+    parser.add_argument("--cert", type=Path, help="serve: the gate's certificate (PEM): HTTPS")
+    parser.add_argument("--cert-key", type=Path, help="serve: the certificate's private key, if not in --cert")
     parser.add_argument("--unsandboxed", action="store_true",
                         help="leaderboard: reproduce students' experiments as you, outside the sandbox")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
-            serve(args.class_dir, args.host, args.port)
+            serve(args.class_dir, args.host, args.port, quota_mb=args.quota_mb, cert=args.cert, cert_key=args.cert_key)
             print("Students, in their clone of the course or workspace:\n"
                   + "".join(f"    {line}\n" for line in hints(args.class_dir))
                   + f"You, in your clone: make class-join CLASS={args.class_dir.resolve()} && git push {REMOTE} main"
@@ -470,6 +576,8 @@ def main(argv=None) -> int:
             stop(args.class_dir)
         elif args.command == "join":
             join(Path.cwd(), args.class_dir, args.student)
+        elif args.command == "codes":
+            codes(args.class_dir, args.student)
         else:
             leaderboard(Path.cwd(), Path.cwd() / "leaderboard.html", sandboxed=not args.unsandboxed)
     except (StoreError, subprocess.CalledProcessError) as error:

@@ -201,16 +201,6 @@ def _verdicts(class_dir: Path, instructor: Path, course: Path, chosen: dict, say
     return found
 
 
-def roster(class_dir: Path) -> dict:
-    """{class name: LMS id} from CLASS/roster.csv (columns name, lms_id), or {} without one."""
-    path = class_dir / "roster.csv"
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as file:
-        return {row["name"].strip(): (row.get("lms_id") or "").strip() for row in csv.DictReader(file)
-                if (row.get("name") or "").strip()}
-
-
 def score(found: list) -> int:
     return round(100 * sum(ok for ok, _, _ in found) / len(found)) if found else 0
 
@@ -250,7 +240,7 @@ def grades(instructor: Path, class_dir: Path, course: Path, deadline: float = No
     class_dir = class_dir.resolve()
     _git(["fetch", "-q", classroom.REMOTE, "+refs/submissions/*:refs/submissions/*"], instructor)
     chosen = latest(instructor, class_dir / "class.git" / gate.SUBMISSIONS_LOG, deadline)
-    ids = roster(class_dir)
+    ids = gate.roster(class_dir)
     say(f"{len(chosen)} submission(s) to grade, from {len({name for name, _ in chosen})} student(s); "
         f"exercises {', '.join(map(str, GRADED_HERE))} are graded here, the others on students' machines.")
     verdicts = _verdicts(class_dir, instructor, course, chosen, say)
