@@ -320,9 +320,12 @@ print(json.dumps(seen))
 """
 
 
-def test_no_listener_of_the_store_but_the_gate_answers_a_local_process(klass):
+def test_no_listener_of_the_store_but_the_gate_answers_a_local_process(klass, tmp_path):
     """Case 1: SeaweedFS's admin requests, sent to every port it listens on (and its sockets), by this
-    process, by another account and by weed shell: nothing answers, and every object is still there."""
+    process, by another account, from the grading sandbox and by weed shell: nothing answers, and every
+    object is still there."""
+    from dataops_kit.teach import sandbox
+
     folder = klass["folder"]
     before, count, _ = class_bench().store_audit(folder)
     found = subprocess.run(["pgrep", "-f", f"weed server -dir={folder}"], capture_output=True, text=True).stdout.split()
@@ -333,6 +336,7 @@ def test_no_listener_of_the_store_but_the_gate_answers_a_local_process(klass):
     accounts = [[sys.executable]]
     if os.geteuid() == 0 and os.access("/usr/bin/python3", os.X_OK):  # another account, with the system's Python
         accounts.append(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"])
+    accounts.append([*sandbox.command(tmp_path)[:-5], sys.executable])  # its bwrap, running the probe
     for account in accounts:
         probed = subprocess.run([*account, "-I", "-c", PROBE, ports, socket_path],
                                 capture_output=True, text=True, timeout=120)
@@ -376,49 +380,14 @@ def test_a_keyless_client_sending_a_gigabyte_is_cut_off_before_the_gate_reads_it
     assert all(mb < 1024 for mb in sent.values()) and peak < 300
 
 
-def test_a_name_is_claimed_only_with_its_own_code_and_a_revoked_key_stops_at_once(klass, tmp_path):
-    """Case 3: eve, from her account, tries hal's name (no code, her own code) before hal joins; hal joins
-    with his; he loses his laptop: the instructor revokes his key and hands out a new code."""
-    folder, base = klass["folder"], klass["base"]
-    eve = Person(base, "eve", base / "eve")
-    run(["git", "clone", "-q", str(klass["instructor"].clone), str(eve.clone)], cwd=base)
-    join = f"make --no-print-directory class-join CLASS={folder} STUDENT=hal"
-    for typed, says in (("", "joining as hal needs hal's join code"), (code(folder, "eve"), "not hal's join code")):
-        refused = eve.sh(join, check=False, code=typed)
-        print(refused.stderr)
-        lines = [line for line in refused.stderr.splitlines() if line.startswith("✗")]
-        assert refused.returncode and len(lines) == 1 and says in lines[0] and "Traceback" not in refused.stderr
-    hal = Person(base, "hal", tmp_path / "hal")
-    run(["git", "clone", "-q", str(klass["instructor"].clone), str(hal.clone)], cwd=base)
-    hal.sh(join, code=code(folder, "hal"))
-    hal.state, old = classroom._state(folder), hal.key()
-    forge(hal, "hal-first", lambda clone: (clone / "notes.txt").write_text("hal's idea\n"))
-    assert eve.sh(join, check=False, code=code(folder, "eve")).returncode  # his now; eve's account still has no name
-    # The lost laptop: revoked at once, his work stays, a new code joins a new clone.
-    revoked = run(["make", "--no-print-directory", "class-codes", f"CLASS={folder}", "STUDENT=hal"], cwd=REPO)
-    assert "hal's key is revoked" in revoked.stdout
-    from botocore.exceptions import ClientError
-
-    with pytest.raises(ClientError, match="InvalidAccessKeyId"):
-        hal.s3(old).list_objects_v2(Bucket="class", MaxKeys=1)
-    assert hal.sh("git ls-remote class", check=False).returncode
-    laptop = Person(tmp_path, "hal", tmp_path / "laptop")
-    run(["git", "clone", "-q", str(klass["instructor"].clone), str(laptop.clone)], cwd=base)
-    rejoined = laptop.sh(join, code=code(folder, "hal"))
-    assert "Joined the class as hal" in rejoined.stdout
-    assert "/hal-first" in laptop.sh("git ls-remote class 'refs/exps/*'").stdout
-    # The old laptop, asked again, says why it needs a code.
-    again = hal.sh(join, check=False)
-    assert "revoked the key of hal" in again.stdout and again.returncode
-
-
 def test_a_student_over_quota_is_refused_while_the_others_are_served(klass, tmp_path):
     from botocore.exceptions import ClientError
 
     folder, base = klass["folder"], klass["base"]
     mal = Person(base, "mal", tmp_path / "mal")
     run(["git", "clone", "-q", str(klass["instructor"].clone), str(mal.clone)], cwd=base)
-    mal.sh(f"make --no-print-directory class-join CLASS={folder} STUDENT=mal", code=code(folder, "mal"))
+    mal.sh([sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder), "--student", "mal"],
+           code=code(folder, "mal"))
     mal.state = klass["bob"].state
 
     def put(person, body):
@@ -698,3 +667,41 @@ def test_a_student_submits_under_their_own_name_only_and_never_over_a_submission
         assert refused.returncode != 0 and "✗" in refused.stderr, refused.stderr
     assert ada.sh(f"git push class :{ref}", check=False).returncode != 0  # nobody deletes one
     assert ada.sh(f"git ls-remote class {ref}").stdout.split()[0] == ada.sh("git rev-parse HEAD").stdout.strip()
+
+
+def test_a_name_is_claimed_only_with_its_own_code_and_a_revoked_key_stops_at_once(klass, tmp_path):
+    """Case 3: eve, from her account, tries hal's name (no code, her own code) before hal joins; hal joins
+    with his; he loses his laptop: the instructor revokes his key and hands out a new code. (Last in the
+    module: hal's experiment is no one else's to rank.)"""
+    folder, base = klass["folder"], klass["base"]
+    eve = Person(base, "eve", base / "eve")
+    run(["git", "clone", "-q", str(klass["instructor"].clone), str(eve.clone)], cwd=base)
+    join = [sys.executable, "-m", "dataops_kit.teach.classroom", "join", "--class-dir", str(folder), "--student", "hal"]
+    for typed, says in (("", "joining as hal needs hal's join code"), (code(folder, "eve"), "not hal's join code")):
+        refused = eve.sh(join, check=False, code=typed)
+        print(refused.stderr)
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("✗")]
+        assert refused.returncode and len(lines) == 1 and says in lines[0] and "Traceback" not in refused.stderr
+    hal = Person(base, "hal", tmp_path / "hal")
+    run(["git", "clone", "-q", str(klass["instructor"].clone), str(hal.clone)], cwd=base)
+    hal.sh(join, code=code(folder, "hal"))
+    hal.state, old = classroom._state(folder), hal.key()
+    forge(hal, "hal-first", lambda clone: (clone / "notes.txt").write_text("hal's idea\n"))
+    assert eve.sh(join, check=False, code=code(folder, "eve")).returncode  # his now; eve's account still has no name
+    # The lost laptop: revoked at once, his work stays, a new code joins a new clone.
+    revoked = run(["make", "--no-print-directory", "class-codes", f"CLASS={folder}", "STUDENT=hal"], cwd=REPO)
+    assert run("git config receive.maxInputSize", cwd=folder / "class.git").stdout.strip() == str(50 << 20)
+    assert "hal's key is revoked" in revoked.stdout
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+        hal.s3(old).list_objects_v2(Bucket="class", MaxKeys=1)
+    assert hal.sh("git ls-remote class", check=False).returncode
+    laptop = Person(tmp_path, "hal", tmp_path / "laptop")
+    run(["git", "clone", "-q", str(klass["instructor"].clone), str(laptop.clone)], cwd=base)
+    rejoined = laptop.sh(join, code=code(folder, "hal"))
+    assert "Joined the class as hal" in rejoined.stdout
+    assert "/hal-first" in laptop.sh("git ls-remote class 'refs/exps/*'").stdout
+    # The old laptop, asked again, says why it needs a code.
+    again = hal.sh(join, check=False)
+    assert "revoked the key of hal" in again.stdout and again.returncode
