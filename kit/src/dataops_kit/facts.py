@@ -121,13 +121,25 @@ def locked_metrics(repo: Path, lock: dict) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def git_show(repo: Path, rev: str, path: str):
-    """The text of PATH at REV, or None where git has none (no such commit or file, not UTF-8)."""
-    result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True)
-    if result.returncode:
-        return None
+GIT_SHOW_BYTES = 1 << 20  # a text of someone else's commit read on the host: params, dvc.yaml, dvc.lock
+
+
+def git_show(repo: Path, rev: str, path: str, limit: int = GIT_SHOW_BYTES):
+    """The text of PATH at REV, or None where git has none (no such commit or file, not UTF-8, or
+    over LIMIT bytes, which are never read). Git's plumbing, with the name on stdin: no filter or
+    textconv runs, no link is followed (a link's blob is its target's name), and a REV that starts
+    with '-' is no option."""
+    with subprocess.Popen(["git", "cat-file", "--batch"], cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as batch:
+        batch.stdin.write(f"{rev}:{path}\n".encode(errors="replace"))
+        batch.stdin.close()
+        header = batch.stdout.readline(200).split()
+        if len(header) != 3 or header[1] != b"blob" or not header[2].isdigit() or int(header[2]) > limit:
+            batch.kill()
+            return None
+        data = batch.stdout.read(int(header[2]))
     try:
-        return result.stdout.decode()
+        return data.decode()
     except UnicodeDecodeError:
         return None
 

@@ -34,8 +34,10 @@ from dataops_kit.runner.kernel import KERNEL, same_bytes_env
 
 def _filter() -> str:
     # Quoted only where the path needs it: DVC's experiment copies parse .git/config
-    # with a reader that refuses a quoted value.
-    return f"{shlex.quote(sys.executable)} -m dataops_kit.notebook clean"
+    # with a reader that refuses a quoted value. -I: git runs a filter in the work tree, which
+    # `python -m` would put first on the import path, so a dataops_kit/ committed there (a
+    # classmate's experiment, a submission) would be the filter; -I leaves it off, and PYTHON* too.
+    return f"{shlex.quote(sys.executable)} -I -m dataops_kit.notebook clean"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -82,7 +84,7 @@ PRE_COMMIT = f"""#!/bin/sh
 {HOOK_MARK}: refuse a commit while dvc.lock records other sources than a
 # stage's kernel ran (a save in the moment after the stage ended). Not run by
 # `dvc exp run`, which commits without hooks, nor by git commit --no-verify.
-exec {{python}} -m dataops_kit.lockcheck --before-commit
+exec {{python}} -I -m dataops_kit.lockcheck --before-commit
 """
 
 

@@ -139,8 +139,51 @@ def plots(repo: Path, base: str, rev: str) -> list:
                 continue
             spec, dropped = finite(item["content"])
             note = f"{dropped} values that are not finite numbers are left out" if dropped else ""
-            drawn.append((title, vl_convert.vegalite_to_png(spec, scale=1), note))
+            drawn.append((title, draw(vl_convert, title, spec), note))
     return drawn
+
+
+def draw(vl_convert, title: str, spec: dict) -> bytes:
+    """SPEC as a PNG, with its data inlined: vl-convert may fetch no URL (allowed_base_urls=[])."""
+    try:
+        return vl_convert.vegalite_to_png(spec, scale=1, allowed_base_urls=[])
+    except ValueError as error:
+        raise ReviewError(f"the plot {text(title)[:80]} cannot be drawn from its own data "
+                          f"({text(str(error).splitlines()[-1] if str(error) else error)[:160]})") from None
+
+
+def template_refusal(repo: Path, rev: str):
+    """Why REV's dvc.yaml names a plot template the review will not draw with, or None. Only DVC's
+    built-in templates and those in this clone's .dvc/plots, by name, are drawn: never a path the
+    other side chose (one led DVC to a file in the cache that a student had pushed)."""
+    from dvc_render.vega_templates import TEMPLATES
+
+    from dataops_kit.facts import YAMLError, git_show, read_yaml
+
+    try:
+        data = read_yaml(git_show(repo, rev, "dvc.yaml") or "")
+    except (YAMLError, ValueError):
+        return None  # DVC's own diff says what is wrong with it
+    builtin = {template.DEFAULT_NAME for template in TEMPLATES}
+    ours = repo / ".dvc" / "plots"
+    for name in _values(data, "template"):
+        if isinstance(name, str) and (name in builtin or (re.fullmatch(r"\w[\w.-]*", name) and ".." not in name and (
+                (ours / name).is_file() or (ours / f"{name}.json").is_file()))):
+            continue
+        return (f"{rev}'s dvc.yaml draws a plot with the template {text(name)[:80]!r}: only DVC's built-in "
+                f"templates and those in .dvc/plots, by name, are drawn")
+    return None
+
+
+def _values(tree, key: str, depth: int = 0) -> list:
+    """Every value of KEY in a parsed YAML TREE (at most 20 levels down)."""
+    if depth > 20:
+        return []
+    if isinstance(tree, dict):
+        return [v for k, v in tree.items() if k == key] + [x for v in tree.values() for x in _values(v, key, depth + 1)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in _values(v, key, depth + 1)]
+    return []
 
 
 def _slug(title: str) -> str:
@@ -204,6 +247,10 @@ def review(repo: Path, base: str, rev: str, out: Path) -> dict:
     """Write OUT/review.md, OUT/plots/*.png and OUT/index.html; return the tables."""
     ref_base, ref_rev = resolve(repo, base), resolve(repo, rev)
     sides = [(base, _commit(repo, ref_base)), (rev, _commit(repo, ref_rev))]
+    for side in (ref_base, ref_rev):
+        refusal = template_refusal(repo, side)
+        if refusal:
+            raise ReviewError(refusal)
     sections, drawn = tables(repo, ref_base, ref_rev, (base, rev)), plots(repo, ref_base, ref_rev)
     heading = f"Review of {rev} against {base}"
     (out / "plots").mkdir(parents=True, exist_ok=True)

@@ -61,8 +61,13 @@ def test_git_show_is_none_where_git_has_nothing(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "ok.txt").write_text("ok\n")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\n")
+    (tmp_path / "big.yaml").write_text("a: 1\n" * 300_000)  # 1.2 MB: never read
+    (tmp_path / "linked").symlink_to("/etc")  # a link is its target's name, never followed
     subprocess.run("git add . && git -c user.name=t -c user.email=t@t commit -qm x", shell=True, cwd=tmp_path, check=True)
     assert git_show(tmp_path, "HEAD", "ok.txt") == "ok\n"
+    assert git_show(tmp_path, "HEAD", "big.yaml") is None and git_show(tmp_path, "HEAD", "big.yaml", 2 << 20)
+    assert git_show(tmp_path, "HEAD", "linked") == "/etc" and git_show(tmp_path, "HEAD", "linked/passwd") is None
+    assert git_show(tmp_path, "--output=x", "ok.txt") is None and not (tmp_path / "x").exists()
     assert git_show(tmp_path, "HEAD", "bin.txt") is None
     assert git_show(tmp_path, "HEAD", "missing") is None
     assert git_show(tmp_path, "no-such-rev", "ok.txt") is None

@@ -378,3 +378,15 @@ def test_a_stop_ends_the_connections_that_never_finish_their_headers(tmp_path):
     server.drain()
     server.server_close()
     assert all(closed_by_peer(connection) for connection in held) and not server.clients
+
+
+def test_a_private_file_is_written_anew_never_through_a_link_the_folder_holds(tmp_path):
+    """A submission's committed .dvc/config.local (and its .partial) as links to a tracked file: the
+    instructor's key replaces the links, and the tracked file keeps its text."""
+    tracked = tmp_path / "params.yaml"
+    tracked.write_text("mine\n")
+    for name in ("config.local", "config.local.partial"):
+        (tmp_path / name).symlink_to(tracked)
+    gate.write_private(tmp_path / "config.local", "the admin key\n")
+    assert tracked.read_text() == "mine\n" and not (tmp_path / "config.local").is_symlink()
+    assert (tmp_path / "config.local").read_text() == "the admin key\n"

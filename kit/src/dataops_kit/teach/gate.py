@@ -336,7 +336,7 @@ def pre_receive(stdin=sys.stdin, env=os.environ, log=Path(SUBMISSIONS_LOG)) -> i
 
 HOOK = """#!/bin/sh
 # Written by the class store (dataops_kit.teach.gate): who may move which ref.
-exec {python} -m dataops_kit.teach.gate pre-receive
+exec {python} -I -m dataops_kit.teach.gate pre-receive
 """
 
 

@@ -158,7 +158,16 @@ def _scene_of(repo: Path, number: int, commit: str, ours: Path) -> None:
 
 def grade(number: int, ref: str, commit: str, instructor: Path, ours: Path) -> list:
     """Exercise NUMBER's criteria on the submission COMMIT (fetched into INSTRUCTOR's clone as REF),
-    graded as `make check` grades, its reproductions in the sandbox: [(ok, label, hint)]."""
+    graded as `make check` grades, its reproductions in the sandbox: [(ok, label, hint)]. A submission
+    that cannot be graded, whatever it holds, gets one ✗ and a kept verdict: it never stops the class."""
+    try:
+        return _grade(number, ref, commit, instructor, ours)
+    except Exception as error:  # noqa: BLE001 - see above
+        return [exercises.criterion(False, "the submission can be graded",
+                                    f"grading it failed: {type(error).__name__}: {printable(error, 200)}")]
+
+
+def _grade(number: int, ref: str, commit: str, instructor: Path, ours: Path) -> list:
     with tempfile.TemporaryDirectory(prefix="dataops-grade-") as folder:
         repo = Path(folder) / "repo"
         _git(["clone", "-q", "--no-checkout", str(instructor), str(repo)], Path(folder))
@@ -175,7 +184,9 @@ def grade(number: int, ref: str, commit: str, instructor: Path, ours: Path) -> l
         # Its start's outputs are our scene's (the same tree); its own, from the class store, as the
         # instructor reads them (DVC reads data, and runs nothing of the student's).
         shutil.copytree(ours / ".dvc" / "cache" / "files", repo / ".dvc" / "cache" / "files", dirs_exist_ok=True)
-        shutil.copy2(instructor / ".dvc" / "config.local", repo / ".dvc" / "config.local")
+        # Written anew, never through what the submission holds there (a committed link would lead the
+        # admin key into a tracked file, then into the feedback).
+        gate.write_private(repo / ".dvc" / "config.local", (instructor / ".dvc" / "config.local").read_text())
         subprocess.run(["dvc", "pull", "-q", "-r", classroom.REMOTE], cwd=repo, env=student_env(exercises.WORKSPACE),
                        capture_output=True)
         return exercises.results(number, repo, sandboxed=True)
