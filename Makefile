@@ -142,8 +142,10 @@ class-codes: ## Join codes for the roster's students (CLASS/codes.csv); STUDENT=
 	@python -m dataops_kit.teach.classroom codes --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
 class-join: class-deps ## Link this clone to the class store as STUDENT (your own key; asks for your join code)
 	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
-leaderboard: class-deps ## Rank the class's experiments, each reproduced in a sandbox (leaderboard.html)
-	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS) $(if $(filter off,$(SANDBOX)),--unsandboxed)
+# Only experiments that change params.yaml's RANKED keys (globs) and nothing else but dvc.lock are ranked.
+RANKED ?= train.*
+leaderboard: class-deps ## Rank the class's experiments, each reproduced in a sandbox (leaderboard.html; RANKED=train.*)
+	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS) --keys '$(RANKED)' $(if $(filter off,$(SANDBOX)),--unsandboxed)
 # Submissions (python -m dataops_kit.teach.gradebook): `make submit 1 CLASS=... STUDENT=ada` sends
 # exercise 1's scene, committed, to the class; `make grades` grades the latest of each, in the sandbox.
 submit: class-deps ## make submit N: send exercise N's scene, committed, to the class (CLASS, STUDENT)

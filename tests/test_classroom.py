@@ -140,6 +140,17 @@ def klass():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def lie_in_evaluate(clone: Path) -> None:
+    """The last code cell of 04_evaluate.ipynb also writes accuracy 1.0 into reports/metrics.json."""
+    path = clone / "notebooks" / "04_evaluate.ipynb"
+    notebook = json.loads(path.read_text())
+    cell = [c for c in notebook["cells"] if c["cell_type"] == "code"][-1]
+    cell["source"] = "".join(cell["source"]) + (
+        "\nimport json; json.dump({**json.load(open('reports/metrics.json')), 'accuracy': 1.0}, "
+        "open('reports/metrics.json', 'w'))")
+    path.write_text(json.dumps(notebook, indent=1))
+
+
 def model_object(person: Person, experiment: str) -> str:
     ref = person.sh(f"git for-each-ref --format='%(refname)' 'refs/exps/*/*/{experiment}'").stdout.strip()
     lock = person.sh(["git", "show", f"{ref}:dvc.lock"]).stdout
@@ -503,6 +514,10 @@ def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experim
     secret = klass["base"] / "secret.json"
     secret.write_text(json.dumps({"accuracy": 1.0, "f1_macro": 1.0}))
     forge(bob, "bob-path", with_metrics(bob, b"{}", md5_text=f"xx/../../../../../../..{secret}"))
+    # Case 6: an evaluate cell that writes accuracy 1.0 every time (so it reproduces); and a new split.
+    forge(bob, "bob-lies", lie_in_evaluate)
+    forge(bob, "bob-split", lambda clone: (clone / "params.yaml").write_text(
+        params.replace("random_state: 42        # seed of the shuffle", "random_state: 7        # seed of the shuffle")))
 
     board = instructor.sh(klass["leaderboard"])  # make leaderboard CLASS=..., as printed
     out = board.stdout + board.stderr
@@ -518,8 +533,10 @@ def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experim
     assert rejected["bob-best"].startswith("accuracy is 'best")
     assert "does not reproduce" in rejected["bob-fake"] and "reports/metrics.json" in rejected["bob-fake"]
     assert "as the md5 of reports/metrics.json: refused" in rejected["bob-path"]
+    assert rejected["bob-lies"].startswith("it changes notebooks/04_evaluate.ipynb: only params.yaml and dvc.lock")
+    assert rejected["bob-split"].startswith("it changes process.random_state: only train.* may change")
     page = (instructor.clone / "leaderboard.html").read_text()
-    assert "<script" not in page and "\x1b" not in page and page.count("class='rejected'") == 4
+    assert "<script" not in page and "\x1b" not in page and page.count("class='rejected'") == 6
     # The winner, reproduced byte for byte from its own record.
     winner = ranked[0][2]
     ref = instructor.sh(f"git for-each-ref --format='%(refname)' 'refs/exps/*/*/{winner}'").stdout.strip()

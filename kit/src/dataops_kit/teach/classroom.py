@@ -21,6 +21,7 @@ clone's .dvc/config.local (0600) and a git credential file in their home
 """
 
 import argparse
+import fnmatch
 import html
 import json
 import math
@@ -117,7 +118,8 @@ def _weed(folder: Path) -> list:
             f'[{section}]\nkey = "{gate.new_key()["secret_access_key"]}"\nexpires_after_seconds = 60\n'
             for section in ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")))
     alone = [_bwrap(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-             "--bind", str(folder), str(folder), "--unshare-net", "--unshare-ipc", "--unshare-pid",
+             "--bind", str(folder), str(folder), "--ro-bind", str(WEED.resolve()), str(WEED),  # either may be in /tmp
+             "--unshare-net", "--unshare-ipc", "--unshare-pid",
              "--die-with-parent", "--chdir", str(secrets_dir), "--"]
     return [*alone, str(WEED), "server", f"-dir={folder / 'store'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-s3", f"-s3.config={secrets_dir / 's3.json'}", f"-s3.localSocket={gate.UPSTREAM_SOCKET}",
@@ -430,7 +432,28 @@ def metric_refusal(metrics: dict) -> str:
     return None
 
 
-def experiments(repo: Path, names=None) -> list:
+RANKED_KEYS = ("train.*",)  # what an experiment may change and still be compared: not the split, not the data
+
+
+def comparable_refusal(repo: Path, baseline: str, commit: str, changed: dict, keys=RANKED_KEYS) -> str:
+    """Why an experiment cannot be compared with the class's (None if it can): it must start from a commit
+    of main and change only params.yaml and dvc.lock, and in params.yaml only KEYS (a new split or seed
+    changes the test set). Read from git's trees (diff-tree): no checkout, no filter."""
+    if subprocess.run(["git", "merge-base", "--is-ancestor", baseline, "main"], cwd=repo,
+                      capture_output=True).returncode:
+        return "its baseline is not a commit of the class's main"
+    files = subprocess.run(["git", "diff-tree", "-r", "--no-renames", "--name-only", "-z", baseline, commit],
+                           cwd=repo, capture_output=True).stdout.decode(errors="replace").split("\0")
+    other = sorted(set(filter(None, files)) - {"params.yaml", "dvc.lock"})
+    if other:
+        return f"it changes {', '.join(other[:3])}{' …' if len(other) > 3 else ''}: only params.yaml and dvc.lock may differ"
+    wrong = sorted(str(key) for key in changed if not any(fnmatch.fnmatchcase(str(key), k) for k in keys))
+    if wrong:
+        return f"it changes {', '.join(wrong[:3])}: only {', '.join(keys)} may change (the rest changes what is measured)"
+    return None
+
+
+def experiments(repo: Path, names=None, keys=RANKED_KEYS) -> list:
     """The clone's experiments (those NAMES, if given): name, student, commit, params
     changed from its baseline, metrics, and why it cannot be ranked (None if it can)."""
     def show(rev, path):
@@ -456,7 +479,8 @@ def experiments(repo: Path, names=None) -> list:
         metrics = locked_metrics(repo, lock)
         rows.append({"student": name.split("-")[0], "experiment": name, "ref": ref, "commit": commit,
                      "changed": changed, "metrics": metrics,
-                     "refused": lock_refusal(lock) or metric_refusal(metrics)})
+                     "refused": lock_refusal(lock) or metric_refusal(metrics)
+                     or comparable_refusal(repo, baseline, commit, changed, keys)})
     return rows
 
 
@@ -488,7 +512,7 @@ def _verdicts(repo: Path, rows: list, say, sandboxed: bool) -> None:
         path.write_text(json.dumps(known, indent=1) + "\n")
 
 
-def leaderboard(repo: Path, html_path: Path, say=print, sandboxed: bool = True) -> list:
+def leaderboard(repo: Path, html_path: Path, say=print, sandboxed: bool = True, keys=RANKED_KEYS) -> list:
     """Fetch every experiment pushed to the class, reproduce each in the sandbox (or, only when
     SANDBOXED is False, as this user), rank those that reproduce."""
     if sandboxed:
@@ -508,7 +532,7 @@ def leaderboard(repo: Path, html_path: Path, say=print, sandboxed: bool = True) 
         pulled = subprocess.run([DVC, "exp", "pull", "-f", REMOTE, *names], cwd=repo, capture_output=True, text=True)
         if pulled.returncode:
             raise StoreError(f"dvc exp pull failed:\n{pulled.stdout}{pulled.stderr}")
-    rows = experiments(repo, set(names))  # the class's, not the instructor's own tries
+    rows = experiments(repo, set(names), keys)  # the class's, not the instructor's own tries
     _verdicts(repo, rows, say, sandboxed)
     ranked = sorted((row for row in rows if not row["refused"]),
                     key=lambda row: (-row["metrics"]["accuracy"], -row["metrics"]["f1_macro"], row["experiment"]))
@@ -562,6 +586,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quota-mb", type=int, default=QUOTA_MB, help="serve: what one student may add, in MB")
     parser.add_argument("--cert", type=Path, help="serve: the gate's certificate (PEM): HTTPS")
     parser.add_argument("--cert-key", type=Path, help="serve: the certificate's private key, if not in --cert")
+    parser.add_argument("--keys", default=",".join(RANKED_KEYS),
+                        help="leaderboard: the params.yaml keys an experiment may change (globs, comma-separated)")
     parser.add_argument("--unsandboxed", action="store_true",
                         help="leaderboard: reproduce students' experiments as you, outside the sandbox")
     args = parser.parse_args(argv)
@@ -579,7 +605,8 @@ def main(argv=None) -> int:
         elif args.command == "codes":
             codes(args.class_dir, args.student)
         else:
-            leaderboard(Path.cwd(), Path.cwd() / "leaderboard.html", sandboxed=not args.unsandboxed)
+            leaderboard(Path.cwd(), Path.cwd() / "leaderboard.html", sandboxed=not args.unsandboxed,
+                        keys=tuple(args.keys.split(",")))
     except (StoreError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", "") or ""
         print(f"✗ {error}{(': ' + detail.strip()) if detail else ''}", file=sys.stderr)
