@@ -131,8 +131,11 @@ def git_show(repo: Path, rev: str, path: str, limit: int = GIT_SHOW_BYTES):
     with '-' is no option."""
     with subprocess.Popen(["git", "cat-file", "--batch"], cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL) as batch:
-        batch.stdin.write(f"{rev}:{path}\n".encode(errors="replace"))
-        batch.stdin.close()
+        try:
+            batch.stdin.write(f"{rev}:{path}\n".encode(errors="replace"))
+            batch.stdin.close()
+        except BrokenPipeError:  # git ended at once: not a repository
+            return None
         header = batch.stdout.readline(200).split()
         if len(header) != 3 or header[1] != b"blob" or not header[2].isdigit() or int(header[2]) > limit:
             batch.kill()

@@ -68,6 +68,9 @@ def test_git_show_is_none_where_git_has_nothing(tmp_path):
     assert git_show(tmp_path, "HEAD", "big.yaml") is None and git_show(tmp_path, "HEAD", "big.yaml", 2 << 20)
     assert git_show(tmp_path, "HEAD", "linked") == "/etc" and git_show(tmp_path, "HEAD", "linked/passwd") is None
     assert git_show(tmp_path, "--output=x", "ok.txt") is None and not (tmp_path / "x").exists()
+    nowhere = tmp_path.parent / f"{tmp_path.name}-not-a-repository"  # tmp_path is one
+    nowhere.mkdir()
+    assert all(git_show(nowhere, "HEAD", "ok.txt") is None for _ in range(50))  # git ends before it is asked
     assert git_show(tmp_path, "HEAD", "bin.txt") is None
     assert git_show(tmp_path, "HEAD", "missing") is None
     assert git_show(tmp_path, "no-such-rev", "ok.txt") is None

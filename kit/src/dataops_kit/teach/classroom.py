@@ -38,7 +38,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dataops_kit.facts import (YAMLError, free_port, git_show, is_md5, lock_outs, locked_metrics, read_yaml, stages,
+from dataops_kit.facts import (YAMLError, git_show, is_md5, lock_outs, locked_metrics, read_yaml, stages,
                                workspace)
 from dataops_kit.facts import printable as clean
 from dataops_kit.teach import gate
@@ -270,7 +270,7 @@ def _still_valid(state: dict, key: dict) -> bool:
     return True
 
 
-def _ask_code(student: str, say) -> str:
+def _ask_code(student: str) -> str:
     """STUDENT's join code, typed at the prompt (never an argument: another account's ps would show it)."""
     sys.stderr.write(f"{student}'s join code (from the instructor, through the course's LMS): ")
     sys.stderr.flush()
@@ -306,7 +306,7 @@ def _enrol(state: dict, student: str, say=print) -> dict:
             break
         except urllib.error.HTTPError as error:
             if error.code == 401 and code is None:  # the class has a roster: a name needs its code
-                code = _ask_code(student, say)
+                code = _ask_code(student)
                 continue
             raise StoreError(error.read(1000).decode(errors="replace").strip()) from None
         except OSError as error:
@@ -474,7 +474,7 @@ def experiments(repo: Path, names=None, keys=RANKED_KEYS) -> list:
         if names is not None and name not in names:
             continue
         before, after = _flat(show(baseline, "params.yaml")), _flat(show(ref, "params.yaml"))
-        changed = {key: value for key, value in after.items() if before.get(key) != value}
+        changed = {key: after.get(key) for key in {**before, **after} if before.get(key) != after.get(key)}
         lock = show(ref, "dvc.lock")
         metrics = locked_metrics(repo, lock)
         rows.append({"student": name.split("-")[0], "experiment": name, "ref": ref, "commit": commit,

@@ -214,7 +214,7 @@ def canonical_query(query: str) -> str:
 
 def signer(method: str, target: str, headers, keys: Keys, now: float = None) -> str:
     """The name whose key signed this request's line and headers, or Refused: known before any byte of
-    its body is read (``payload_refusal`` checks the body against its signed hash). TARGET is the
+    its body is read (``payload_check`` checks the body against its signed hash). TARGET is the
     request line's path and query."""
     auth = headers.get_all("Authorization") or []
     path, _, query = target.partition("?")
@@ -360,6 +360,10 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.socket_path)
 
 
+def _too_large(limit: int) -> Refused:
+    return Refused(413, "EntityTooLarge", f"at most {f'{limit >> 20} MB' if limit >> 20 else f'{limit} bytes'} a request")
+
+
 def _error_xml(code: str, message: str) -> bytes:
     from xml.sax.saxutils import escape
 
@@ -476,7 +480,7 @@ class Gate(http.server.BaseHTTPRequestHandler):
         if length < 0:
             raise Refused(400, "InvalidRequest", "Content-Length is negative")
         if length > limit:
-            raise Refused(413, "EntityTooLarge", f"at most {limit >> 20 or limit} {'MB' if limit >> 20 else 'bytes'} a request")
+            raise _too_large(limit)
         return length
 
     def _body(self, limit: int = MAX_OBJECT) -> bytes:
@@ -491,7 +495,7 @@ class Gate(http.server.BaseHTTPRequestHandler):
                 except ValueError:
                     raise Refused(400, "InvalidRequest", "a chunk's size is not a number") from None
                 if size < 0 or total + size > limit:
-                    raise Refused(413, "EntityTooLarge", f"at most {limit >> 20} MB a request")
+                    raise _too_large(limit)
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
