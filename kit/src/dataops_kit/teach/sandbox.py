@@ -181,6 +181,43 @@ def _processes_now() -> int:
     return count
 
 
+OUTPUT_BYTES = 1 << 20  # what the host keeps of each of the sandbox's streams: their last MB
+
+
+def bounded_run(args: list, text: str, wall: float, keep: int = OUTPUT_BYTES, **options):
+    """subprocess.run(ARGS, input=TEXT, text=True, timeout=WALL), keeping only the last KEEP bytes of
+    stdout and of stderr: a run that floods them costs the host no more than that."""
+    import threading
+
+    kept = {}
+
+    def drain(name, stream):
+        tail = bytearray()
+        for block in iter(lambda: stream.read(1 << 16), b""):
+            tail += block
+            del tail[:max(0, len(tail) - keep)]
+        kept[name] = tail.decode(errors="replace")
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          **options) as process:
+        readers = [threading.Thread(target=drain, args=item, daemon=True)
+                   for item in (("stdout", process.stdout), ("stderr", process.stderr))]
+        for reader in readers:
+            reader.start()
+        try:
+            process.stdin.write(text.encode())
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            code = process.wait(wall)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        for reader in readers:
+            reader.join()
+    return subprocess.CompletedProcess(args, code, kept.get("stdout", ""), kept.get("stderr", ""))
+
+
 def reproduce(copy: Path, outputs: list, wall: float = WALL_SECONDS) -> dict:
     """Run ``dvc repro`` on a copy of COPY in the sandbox. Returns {"code", "lines" (its ✗ and
     ERROR lines), "md5" {path: md5 or None} of OUTPUTS, "lock" (the dvc.lock it wrote)}."""
@@ -189,8 +226,7 @@ def reproduce(copy: Path, outputs: list, wall: float = WALL_SECONDS) -> dict:
     request = json.dumps({"outputs": outputs})
     group = Cgroup.make()
     try:
-        ran = subprocess.run(command(copy), input=request, capture_output=True, text=True, errors="replace",
-                             timeout=wall, preexec_fn=group.enter if group else None)
+        ran = bounded_run(command(copy), request, wall, preexec_fn=group.enter if group else None)
     except subprocess.TimeoutExpired:
         return {"code": -1, "lines": [f"it did not end within {wall:g} s, and was stopped"], "md5": {}}
     finally:
