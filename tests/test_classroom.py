@@ -319,7 +319,7 @@ for port in json.loads(sys.argv[1]):  # SeaweedFS's admin requests, as case 1 of
             seen[f"{port}{path}"] = "answered"
         except urllib.error.HTTPError as error:
             seen[f"{port}{path}"] = f"answered {error.code}"
-        except OSError as error:
+        except OSError:  # nothing listens there
             pass
 for path in [sys.argv[2], *glob.glob("/tmp/seaweedfs-*.sock")]:
     try:
