@@ -16,7 +16,8 @@ from ruamel.yaml import YAMLError
 from dataops.params import parse as _parse
 
 __all__ = ["YAMLError", "read_yaml", "md5", "dvc_md5", "stored", "stages", "lock_outs", "outputs",
-           "declared_outputs", "read_lock", "locked_metrics", "git_show", "printable", "free_port", "workspace"]
+           "declared_outputs", "read_lock", "locked_metrics", "git_show", "in_history", "printable", "free_port",
+           "workspace"]
 
 
 def read_yaml(text: str):
@@ -145,6 +146,12 @@ def git_show(repo: Path, rev: str, path: str, limit: int = GIT_SHOW_BYTES):
         return data.decode()
     except UnicodeDecodeError:
         return None
+
+
+def in_history(repo: Path, rev: str, target: str) -> bool:
+    """Whether REV's commit is TARGET's or one of its ancestors."""
+    return subprocess.run(["git", "merge-base", "--is-ancestor", f"{rev}^{{commit}}", target], cwd=repo,
+                          capture_output=True).returncode == 0
 
 
 def printable(value, width: int = 60) -> str:

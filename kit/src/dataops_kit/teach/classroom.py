@@ -38,7 +38,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dataops_kit.facts import (YAMLError, git_show, is_md5, lock_outs, locked_metrics, read_yaml, stages,
+from dataops_kit.facts import (YAMLError, git_show, in_history, is_md5, lock_outs, locked_metrics, read_yaml, stages,
                                workspace)
 from dataops_kit.facts import printable as clean
 from dataops_kit.teach import gate
@@ -439,8 +439,7 @@ def comparable_refusal(repo: Path, baseline: str, commit: str, changed: dict, ke
     """Why an experiment cannot be compared with the class's (None if it can): it must start from a commit
     of main and change only params.yaml and dvc.lock, and in params.yaml only KEYS (a new split or seed
     changes the test set). Read from git's trees (diff-tree): no checkout, no filter."""
-    if subprocess.run(["git", "merge-base", "--is-ancestor", baseline, "main"], cwd=repo,
-                      capture_output=True).returncode:
+    if not in_history(repo, baseline, "main"):
         return "its baseline is not a commit of the class's main"
     files = subprocess.run(["git", "diff-tree", "-r", "--no-renames", "--name-only", "-z", baseline, commit],
                            cwd=repo, capture_output=True).stdout.decode(errors="replace").split("\0")

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dataops_kit.facts import YAMLError, declared_outputs, git_show, md5, read_yaml, stored, workspace
+from dataops_kit.facts import YAMLError, declared_outputs, git_show, in_history, md5, read_yaml, stored, workspace
 
 WORKSPACE = workspace()
 LESSONS = WORKSPACE / "docs" / "lessons"
@@ -204,15 +204,9 @@ def registry_tags(repo: Path) -> list:
     return [tag for tag in _git(["tag", "--list"], repo).split() if re.match(r"[a-z0-9-]+(@v\d|#)", tag)]
 
 
-def _in_history(repo: Path, rev: str, target: str) -> bool:
-    """Whether REV's commit is TARGET's or one of its ancestors."""
-    return subprocess.run(["git", "merge-base", "--is-ancestor", f"{rev}^{{commit}}", target], cwd=repo,
-                          capture_output=True).returncode == 0
-
-
 def later_registry_tags(repo: Path, target: str) -> list:
     """GTO's tags on commits outside TARGET's history: a later lesson's registry."""
-    return [tag for tag in registry_tags(repo) if not _in_history(repo, tag, target)]
+    return [tag for tag in registry_tags(repo) if not in_history(repo, tag, target)]
 
 
 def _dvc(args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
@@ -328,7 +322,7 @@ def _put_back_registry(repo: Path, target: str) -> list:
     taken, back = set(registry_tags(repo)), []
     for ref in _git(["for-each-ref", "--format=%(refname)", "refs/kept-tags"], repo).split():
         tag = ref.split("/", 3)[3]
-        if tag not in taken and _in_history(repo, ref, target):
+        if tag not in taken and in_history(repo, ref, target):
             _git(["update-ref", f"refs/tags/{tag}", ref], repo)
             _git(["update-ref", "-d", ref], repo)
             taken.add(tag)
