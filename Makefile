@@ -59,13 +59,13 @@ $(VENV)/.installed: requirements.txt $(KIT)
 	$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode \
 	  $$(grep -qs dataops_kit $(BIN)/dvc && echo --reinstall-package dvc) -r requirements.txt
 	$(if $(KIT),$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode --reinstall-package dataops-kit ./kit)
-	PYTHONPATH=src $(BIN)/python -m dataops_kit.install
+	$(BIN)/python -I -m dataops_kit.install
 	touch $@
 
 # DVC stages a changed dvc.lock silently (core.autostage): say what changed.
 repro: setup ## Set up (once), then dvc repro: the pipeline, reproduced
 	dvc repro
-	@python -m dataops_kit.lockcheck
+	@python -I -m dataops_kit.lockcheck
 
 # One pytest worker per core, up to four: the tests mostly wait on kernels,
 # DVC and git. The in-process layer alone: make test ARGS=tests/unit; one file or test:
@@ -93,23 +93,23 @@ lab: setup ## JupyterLab on 127.0.0.1, opened at notebooks/
 # keeping the student's work on a branch and a stash that it names.
 COURSE ?= ../dataops-course
 course: setup ## Build the course from the lesson pages into COURSE/repo, a tag per lesson
-	python -m dataops_kit.teach.course build $(COURSE)
+	python -I -m dataops_kit.teach.course build $(COURSE)
 course-verify: setup ## Reproduce every lesson tag of the course in a fresh clone
-	python -m dataops_kit.teach.course verify $(COURSE)
+	python -I -m dataops_kit.teach.course verify $(COURSE)
 course-publish: setup ## Write what a class clones (bare repository, DVC remote) to COURSE/published
-	python -m dataops_kit.teach.course publish $(COURSE)
+	python -I -m dataops_kit.teach.course publish $(COURSE)
 # A workspace already set up is used as it is (a fresh clone's newer
 # requirements.txt would otherwise re-run the install before each command).
 READY := $(if $(wildcard $(VENV)/.installed),,setup)
 catch-up: $(READY) ## In a course repository: go to the start of LESSON, keeping your work
 	@test -n "$(LESSON)" || { echo "Which lesson? make catch-up LESSON=3"; exit 1; }
-	@python -m dataops_kit.teach.course catch-up $(LESSON)
+	@python -I -m dataops_kit.teach.course catch-up $(LESSON)
 
 # What a branch or experiment changes against BASE, as a pull request shows it:
 # review/review.md and review/index.html, read from git and DVC's cache (no code runs).
 review: $(READY) ## make review BASE=main [REV=HEAD]: params, metrics, files and plots changed (review/)
 	@test -n "$(BASE)" || { echo "Against what? make review BASE=main (REV=HEAD by default)"; exit 1; }
-	@python -m dataops_kit.review $(BASE) $(or $(REV),HEAD)
+	@python -I -m dataops_kit.review $(BASE) $(or $(REV),HEAD)
 
 # Graded exercises (docs/exercises.md), from the course: `make exercise 3` sets
 # up exercise 3's scene in EXERCISES/03-.../repo; `make check 3` grades it.
@@ -119,7 +119,7 @@ N := $(word 2,$(MAKECMDGOALS))
 $(eval $(N):;@:)
 endif
 exercise check: $(READY) ## make exercise N sets up exercise N; make check N grades it
-	@python -m dataops_kit.teach.exercises $(if $(filter exercise,$@),start,check) $(N) --course $(COURSE) --exercises $(EXERCISES)
+	@python -I -m dataops_kit.teach.exercises $(if $(filter exercise,$@),start,check) $(N) --course $(COURSE) --exercises $(EXERCISES)
 
 # The class as one system (README, "A class on one store"): the instructor's
 # S3 store (SeaweedFS) and class git remote in CLASS, students' experiments
@@ -133,25 +133,25 @@ CLASS_QUOTA_MB ?= 200
 class-deps: setup ## Add the class store's packages (dvc-s3, SeaweedFS) to the venv
 	uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements-class.txt
 class-remote: class-deps ## Start the class store and class git remote in CLASS (CLASS_CERT=cert.pem: HTTPS)
-	@python -m dataops_kit.teach.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT) \
+	@python -I -m dataops_kit.teach.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT) \
 	  --quota-mb $(CLASS_QUOTA_MB) $(if $(CLASS_CERT),--cert $(CLASS_CERT)) $(if $(CLASS_CERT_KEY),--cert-key $(CLASS_CERT_KEY))
 class-remote-stop: ## Stop the class store
-	@python -m dataops_kit.teach.classroom stop --class-dir $(CLASS)
+	@python -I -m dataops_kit.teach.classroom stop --class-dir $(CLASS)
 # Join codes: one a name of CLASS/roster.csv, in CLASS/codes.csv; STUDENT=bob revokes bob's key, and a new code.
 class-codes: ## Join codes for the roster's students (CLASS/codes.csv); STUDENT=name: revoke theirs, a new code
-	@python -m dataops_kit.teach.classroom codes --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
+	@python -I -m dataops_kit.teach.classroom codes --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
 class-join: class-deps ## Link this clone to the class store as STUDENT (your own key; asks for your join code)
-	@python -m dataops_kit.teach.classroom join --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
+	@python -I -m dataops_kit.teach.classroom join --class-dir $(CLASS) $(if $(STUDENT),--student $(STUDENT))
 # Only experiments that change params.yaml's RANKED keys (globs) and nothing else but dvc.lock are ranked.
 RANKED ?= train.*
 leaderboard: class-deps ## Rank the class's experiments, each reproduced in a sandbox (leaderboard.html; RANKED=train.*)
-	@python -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS) --keys '$(RANKED)' $(if $(filter off,$(SANDBOX)),--unsandboxed)
-# Submissions (python -m dataops_kit.teach.gradebook): `make submit 1 CLASS=... STUDENT=ada` sends
+	@python -I -m dataops_kit.teach.classroom leaderboard --class-dir $(CLASS) --keys '$(RANKED)' $(if $(filter off,$(SANDBOX)),--unsandboxed)
+# Submissions (python -I -m dataops_kit.teach.gradebook): `make submit 1 CLASS=... STUDENT=ada` sends
 # exercise 1's scene, committed, to the class; `make grades` grades the latest of each, in the sandbox.
 submit: class-deps ## make submit N: send exercise N's scene, committed, to the class (CLASS, STUDENT)
-	@python -m dataops_kit.teach.gradebook submit $(N) --class-dir $(CLASS) --exercises $(EXERCISES) $(if $(STUDENT),--student $(STUDENT))
+	@python -I -m dataops_kit.teach.gradebook submit $(N) --class-dir $(CLASS) --exercises $(EXERCISES) $(if $(STUDENT),--student $(STUDENT))
 grades: class-deps ## Grade every submission in a sandbox: CLASS/grades/grades.csv and feedback/ (DEADLINE=2026-12-10T23:59)
-	@python -m dataops_kit.teach.gradebook grades --class-dir $(CLASS) --course $(COURSE) $(if $(DEADLINE),--deadline $(DEADLINE))
+	@python -I -m dataops_kit.teach.gradebook grades --class-dir $(CLASS) --course $(COURSE) $(if $(DEADLINE),--deadline $(DEADLINE))
 # A simulated class on loopback: STUDENTS clones push at once, with and without
 # the store killed at a fixed point (kit/bench/class_bench.py; figures in docs/instructors/class-bench-results.md).
 class-bench: class-deps ## A simulated class of STUDENTS pushing at once, then with the store killed

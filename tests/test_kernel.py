@@ -45,3 +45,17 @@ def test_a_workspace_error_shows_as_one_line_through_render_traceback(clone):
     content, printed = kernel_says(clone, "from dataops import WorkspaceError\nraise WorkspaceError('params.yaml: x')")
     assert content["status"] == "error" and content["ename"] == "WorkspaceError"
     assert printed == "WorkspaceError: params.yaml: x"
+
+
+def test_the_kernel_imports_its_own_projects_helpers_and_no_other_python_imports_a_working_tree(clone):
+    """The clone shares this workspace's venv: its kernel still runs the clone's src/dataops, and no
+    Python of the venv (git's filter, DVC, the toolkit's commands) has a working tree's folder on its path."""
+    said = kernel_says(clone, "import dataops; print(dataops.__file__)")[1].strip()
+    assert said == str(clone / "src" / "dataops" / "__init__.py")
+    import subprocess
+
+    for folder in (clone, clone / "src"):
+        path = subprocess.run([sys.executable, "-c", "import sys; print('\\n'.join(sys.path))"], cwd=folder,
+                              capture_output=True, text=True, check=True).stdout.split("\n")
+        assert not [entry for entry in path if entry and Path(entry).resolve().is_relative_to(clone)
+                    or entry.endswith("/src")], path

@@ -1,7 +1,8 @@
 """The one home of what the toolkit knows about DVC, git and the machine:
 where DVC keeps a file, what a dvc.lock records, an md5, a file at a git
-revision, a free port, and the YAML rules (DVC's, from ``dataops.params``).
-Every other module imports these; none writes its own."""
+revision, a free port, and YAML read as DVC reads it, within bounds.
+Every other module imports these; none writes its own. Nothing here imports
+a project's own code (``src/``): a tree the toolkit reads may be anyone's."""
 
 import hashlib
 import json
@@ -11,19 +12,39 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ruamel.yaml import YAMLError
-
-from dataops.params import parse as _parse
+from ruamel.yaml import YAML, YAMLError
 
 __all__ = ["YAMLError", "read_yaml", "md5", "dvc_md5", "stored", "stages", "lock_outs", "outputs",
            "declared_outputs", "read_lock", "locked_metrics", "git_show", "in_history", "printable", "free_port",
            "workspace"]
 
 
+YAML_CHARS, YAML_DEPTH, YAML_NODES = 1 << 20, 32, 50_000  # far beyond any params.yaml, dvc.yaml or dvc.lock
+
+
 def read_yaml(text: str):
-    """YAML as DVC reads it (YAML 1.2: ``on`` is a string, ``1e-3`` a number).
-    Raises YAMLError (or ValueError for a duplicated key) on text DVC refuses."""
-    return _parse(text)
+    """YAML as DVC reads it (ruamel.yaml's safe loader, YAML 1.2: ``on`` is a string, ``1e-3`` a number),
+    bounded as text anyone wrote must be: its size, its nesting, and its nodes counted as aliases expand
+    them (a "billion laughs" is refused before it is built). Raises YAMLError on text DVC refuses
+    (a duplicated key too), ValueError past a bound."""
+    if len(text) > YAML_CHARS:
+        raise ValueError(f"YAML of {len(text)} characters: more than {YAML_CHARS} are not read")
+    yaml = YAML(typ="safe")
+    _within_bounds(yaml.compose(text))
+    return yaml.load(text)
+
+
+def _within_bounds(root) -> None:
+    count, todo = 0, [(root, 0)] if root is not None else []
+    while todo:
+        node, depth = todo.pop()
+        count += 1
+        if depth > YAML_DEPTH or count > YAML_NODES:
+            raise ValueError(f"YAML nested deeper than {YAML_DEPTH} or with more than {YAML_NODES} nodes "
+                             f"(aliases expanded): not read")
+        if isinstance(node.value, list):
+            for item in node.value:
+                todo += [(part, depth + 1) for part in (item if isinstance(item, tuple) else (item,))]
 
 
 def md5(path) -> str:

@@ -1,7 +1,8 @@
 """Machine-local set-up that a clone cannot carry, run by `make`:
 
 * the Jupyter kernel ``dataops``, inside the venv, which every notebook names,
-  with the numerics pinned so every x86_64 CPU writes the same bytes;
+  with the numerics pinned so every x86_64 CPU writes the same bytes, and
+  which imports its own project's ``src/`` (IPython's ``exec_lines``);
 * the venv's scripts folder first on PATH in every process of the venv's
   Python (a line in a ``.pth`` file, Python's site door): ``.venv/bin/dvc``
   and ``.venv/bin/python -m dvc``, the stock DVC pip installs, then find
@@ -28,8 +29,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from dataops import KERNEL_MARK
-from dataops_kit.runner.kernel import KERNEL, same_bytes_env
+from dataops_kit.runner.kernel import KERNEL, KERNEL_MARK, same_bytes_env
 
 
 def _filter() -> str:
@@ -56,6 +56,11 @@ def install_kernel(prefix: Path) -> None:
         "metadata": {"debugger": True},
         # Set before the kernel's Python starts: OpenBLAS and glibc read them once, at load.
         "env": {**same_bytes_env(), KERNEL_MARK: "1"},
+    })
+    # Every kernel of the venv (JupyterLab's, nbval's, the runner's) imports its own project's src/:
+    # IPython reads config from <prefix>/etc/ipython, and runs exec_lines before the first cell.
+    _write_json(prefix / "etc" / "ipython" / "ipython_kernel_config.json", {
+        "IPKernelApp": {"exec_lines": ["__import__('dataops_kit.runner').runner.put_src_first()"]},
     })
 
 
@@ -160,10 +165,10 @@ ON_PATH = ("import os, sys; s = os.path.dirname(sys.executable); "
            "os.environ.__setitem__('PATH', os.pathsep.join([s, os.environ.get('PATH', '')]))")
 
 
-def install_import_path(src: Path) -> None:
-    """Make ``import dataops`` work in the venv (kernels, the stage runner, the Jupyter server),
-    and put the venv's scripts first on PATH, for the stage commands DVC starts."""
-    Path(sysconfig.get_paths()["purelib"], "dataops.pth").write_text(f"{src}\n{ON_PATH}\n")
+def install_scripts_path() -> None:
+    """Put the venv's scripts first on PATH, for the stage commands DVC starts. It names no folder:
+    only the runner and the kernel import a project's src/ (dataops_kit.runner.put_src_first)."""
+    Path(sysconfig.get_paths()["purelib"], "dataops.pth").write_text(f"{ON_PATH}\n")
 
 
 def install_workspace(repo: Path) -> None:
@@ -183,7 +188,7 @@ def main() -> int:
         print("installed: offline plots page, git notebook filter and hook (.venv is another workspace's, left alone)")
         return 0
     prefix = Path(sys.prefix)
-    install_import_path(root / "src")
+    install_scripts_path()
     install_kernel(prefix)
     install_jupyter_settings(prefix)
     install_workspace(root)

@@ -81,3 +81,15 @@ def test_md5_is_what_dvc_records(tmp_path):
     (tmp_path / "big").write_bytes(b"a" * (3 << 20))  # read in blocks
     assert md5(tmp_path / "empty") == "d41d8cd98f00b204e9800998ecf8427e"
     assert md5(tmp_path / "big") == hashlib.md5(b"a" * (3 << 20)).hexdigest()
+
+
+def test_yaml_anyone_wrote_is_read_within_bounds_and_as_dvc_reads_it():
+    assert read_yaml("a: 1e-3\nb: on\nc: &x [1]\nd: *x\n") == {"a": 0.001, "b": "on", "c": [1], "d": [1]}
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+    deep = "[" * 100 + "]" * 100
+    for text in (laughs, deep, "a: &a [*a]\n", "x" * (2 << 20)):
+        with pytest.raises(ValueError, match="not read"):
+            read_yaml(text)
+    with pytest.raises(YAMLError):
+        read_yaml("a: 1\na: 2\n")

@@ -34,5 +34,5 @@ def test_each_forge_workflow_parses_and_runs_make_review_on_a_pull_request(name,
 
 def test_make_review_takes_the_arguments_the_workflows_pass():
     makefile = (FORGE.parents[2] / "Makefile").read_text()
-    assert re.search(r"^review:.*\n\t.*\n\t@python -m dataops_kit.review \$\(BASE\) \$\(or \$\(REV\),HEAD\)",
+    assert re.search(r"^review:.*\n\t.*\n\t@python -I -m dataops_kit.review \$\(BASE\) \$\(or \$\(REV\),HEAD\)",
                      makefile, re.M)

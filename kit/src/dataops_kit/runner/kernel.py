@@ -16,6 +16,7 @@ import time
 from jupyter_client.asynchronous import AsyncKernelClient
 
 KERNEL = "dataops"  # the kernelspec every notebook names, installed by `make` with same_bytes_env()
+KERNEL_MARK = "DATAOPS_KERNEL"  # set by that kernelspec; src/dataops reads it (a copy there, as it imports no toolkit)
 
 # glibc's names for the CPU features that pick its libm variants (exp, log, pow
 # with or without FMA), in the spellings of glibc >= 2.33 and of 2.26-2.32;

@@ -135,20 +135,6 @@ def restore_last_good(root: Path, name: str):
     return restored, removed
 
 
-def _own_code(root: Path) -> None:
-    """Run this workspace's helper modules, whichever venv started us (a copied
-    workspace whose venv still points at the original, DVC's experiment copies):
-    dvc.lock hashes root/src, so that is the code that must run, here and in
-    the kernel, which inherits PYTHONPATH."""
-    import dataops
-
-    src = root / "src"
-    if Path(dataops.__file__).resolve().parent != (src / "dataops").resolve() and (src / "dataops").is_dir():
-        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
-        sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "dataops_kit.runner.stage", *sys.argv[1:]])
-
-
 class Progress:
     """Announces each code cell as it starts, and a cell silent for QUIET_SECONDS."""
 
@@ -348,11 +334,10 @@ def main(argv=None) -> int:
         _say("usage: dataops-run notebooks/NN_stage.ipynb")
         return 2
     try:
-        root = paths().root
+        paths()
     except WorkspaceError as error:
         _say(f"✗ {error}")
         return 2
-    _own_code(root)
     return run(Path(argv[0]))
 
 
@@ -366,6 +351,3 @@ def cli():
     # down the interpreter (papermill's modules, zmq), 0.13 s per stage.
     os._exit(code)
 
-
-if __name__ == "__main__":
-    cli()
