@@ -11,11 +11,10 @@ Linux only, on the instructor's machine, never a student's):
 * read-only: the system's ``/usr``, the interpreter's own prefix, the venv
   and ``/etc/fonts``, nothing else. Not the instructor's home, workspace, class folder,
   keys, git credentials or DVC's site folder; HOME is a throwaway folder.
-  The venv's ``dataops.pth`` names the instructor's ``src/``, which is not
-  there: ``PYTHONPATH`` is a folder holding only a link to the copy's
-  ``src/dataops``, so its notebooks import its own ``dataops`` and nothing
-  else of the copy's can stand in for a library (a ``src/dvc/`` would
-  otherwise be the ``dvc`` that "reproduces" it);
+  Only the kernel and the stage runner import the copy's ``src/``
+  (dataops_kit.runner); ``PYTHONPATH`` is a folder holding only a link to
+  the copy's ``src/dataops`` besides, so nothing else of the copy's can
+  stand in for a library (a ``src/dvc/`` is never the ``dvc`` that runs);
 * the copy lives in a tmpfs of ``DISK_BYTES``, and ``/tmp`` in another: the
   only places it can write, gone when it ends;
 * limits, per process (``setrlimit``, inherited by every child): CPU
