@@ -16,8 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -517,7 +515,15 @@ def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experim
     secret.write_text(json.dumps({"accuracy": 1.0, "f1_macro": 1.0}))
     forge(bob, "bob-path", with_metrics(bob, b"{}", md5_text=f"xx/../../../../../../..{secret}"))
     # Case 6: an evaluate cell that writes accuracy 1.0 every time (so it reproduces); and a new split.
-    forge(bob, "bob-lies", lie_in_evaluate)
+    # Case 2: with a module of the toolkit's name, which a checkout on the instructor's side would run.
+    marker = klass["base"] / "marker"
+
+    def lie_with_a_module(clone):
+        lie_in_evaluate(clone)
+        (clone / "dataops_kit").mkdir()
+        for name in ("__init__.py", "notebook.py"):
+            (clone / "dataops_kit" / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    forge(bob, "bob-lies", lie_with_a_module)
     forge(bob, "bob-split", lambda clone: (clone / "params.yaml").write_text(
         params.replace("random_state: 42        # seed of the shuffle", "random_state: 7        # seed of the shuffle")))
 
@@ -531,21 +537,24 @@ def test_the_leaderboard_ranks_only_what_reproduces_and_survives_hostile_experim
     rejected = dict(re.findall(r"^\s+-\s+\w+\s+(\S+)\s+rejected: (.+)$", out, re.M))
     assert "?]0;PWNED-TITLE?=1" in rejected["bob-best"]  # the key, shown with its control characters as '?'
 
-    assert rejected["bob-huge"].startswith("accuracy is 1000000000.0: not a number between 0 and 1")
-    assert rejected["bob-best"].startswith("accuracy is 'best")
-    assert "does not reproduce" in rejected["bob-fake"] and "reports/metrics.json" in rejected["bob-fake"]
+    for forged in ("bob-huge", "bob-fake"):  # ranked by the fresh run's metrics, never by what a lock records
+        assert rejected[forged].startswith("does not reproduce: reports/metrics.json is not what a fresh run makes")
+    assert rejected["bob-best"].startswith("it changes ")
     assert "as the md5 of reports/metrics.json: refused" in rejected["bob-path"]
-    assert rejected["bob-lies"].startswith("it changes notebooks/04_evaluate.ipynb: only params.yaml and dvc.lock")
+    assert rejected["bob-lies"].startswith("it changes dataops_kit/__init__.py, dataops_kit/notebook.py, "
+                                           "notebooks/04_evaluate.ipynb: only params.yaml and dvc.lock")
+    assert not marker.exists()
     assert rejected["bob-split"].startswith("it changes process.random_state: only train.* may change")
     page = (instructor.clone / "leaderboard.html").read_text()
     assert "<script" not in page and "\x1b" not in page and page.count("class='rejected'") == 6
-    # The winner, reproduced byte for byte from its own record.
-    winner = ranked[0][2]
-    ref = instructor.sh(f"git for-each-ref --format='%(refname)' 'refs/exps/*/*/{winner}'").stdout.strip()
-    recorded = instructor.sh(["git", "show", f"{ref}:dvc.lock"]).stdout
-    instructor.sh(f"dvc exp apply {winner} && dvc repro --force -q")
-    assert (instructor.clone / "dvc.lock").read_text() == recorded
-    instructor.sh("git checkout -q -f main && dvc pull -q -f")
+    # Each ranked one reproduced byte for byte in the sandbox, and ranked by its fresh run's metrics, which
+    # are the ones its own record names; nothing was checked out on the instructor's side.
+    kept = json.loads((instructor.clone / ".dvc" / "tmp" / "dataops-leaderboard.json").read_text())
+    for _, _, name, accuracy in ranked:
+        ref = instructor.sh(f"git for-each-ref --format='%(refname) %(objectname)' 'refs/exps/*/*/{name}'").stdout.split()
+        verdict = next(value for key, value in kept.items() if key.startswith(f"{ref[1]} reproduce ") and key.endswith(" sandboxed"))
+        assert verdict["why"] is None and f"{verdict['metrics']['accuracy']:.4f}" == accuracy
+    assert instructor.sh("git status --porcelain").stdout == "" and instructor.sh("git branch --show-current").stdout.strip() == "main"
 
 
 def test_an_idle_store_is_quiet_and_stops_at_once_and_keeps_everything(klass):
@@ -617,7 +626,8 @@ def test_submissions_are_graded_in_the_sandbox_into_an_lms_csv_and_feedback(klas
     pristine = tmp_path / "pristine"
     run(["make", "--no-print-directory", "exercise", "1", f"COURSE={course_folder}", f"EXERCISES={pristine}"],
         cwd=workspace)
-    stolen = tmp_path / "stolen.json"
+    stolen, marker = tmp_path / "stolen.json", tmp_path / "marker"
+    planted = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n"
     work = {
         "ada": f"{WORSE} && dvc repro -q",
         "bob": """sed -i 's/"accuracy": 1.0/"accuracy": 0.5/' reports/metrics.json && dvc commit -f -q""",
@@ -635,10 +645,18 @@ def test_submissions_are_graded_in_the_sandbox_into_an_lms_csv_and_feedback(klas
             prepend_to_cell(nb, f"import os, shutil\nif os.path.exists({str(folder / 'keys.json')!r}) and "
                                 "not os.path.exists(os.path.expanduser('~/.gitconfig')):  # not on cat's own machine\n"
                                 f"    shutil.copy({str(folder / 'keys.json')!r}, {str(stolen)!r})")
+            # Case 1: a module of the toolkit's name, and a sitecustomize, at the root and in src/.
+            for path in ("dataops_kit/__init__.py", "dataops_kit/notebook.py", "src/sitecustomize.py"):
+                (person.clone / path).parent.mkdir(exist_ok=True)
+                (person.clone / path).write_text(planted)
         if name == "dan":
             prepend_to_cell(nb, "import os\nif not os.path.exists(os.path.expanduser('~/.gitconfig')):\n"
                                 "    raise RuntimeError('\\x1b]0;PWNED\\x07\\x1b[2J')")
-        person.sh(f"{commands} && git commit -q --allow-empty -am 'Exercise 1'")
+            # Case 3: .dvc/config.local committed as a link to a tracked file.
+            (person.clone / "notes.txt").write_text("")
+            (person.clone / ".dvc" / "config.local").symlink_to("../notes.txt")
+            person.sh("git add -f .dvc/config.local notes.txt")
+        person.sh(f"{commands} && git add -A && git commit -q --allow-empty -m 'Exercise 1'")
         person.sh(["make", "-C", str(workspace), "--no-print-directory", "submit", "1", f"CLASS={folder}",
                    f"STUDENT={name}", f"EXERCISES={scene}"], code=code(folder, name))
     eve, first = people["eve"], (folder / "class.git" / "submissions.log").read_text().splitlines()[-1]
@@ -652,7 +670,9 @@ def test_submissions_are_graded_in_the_sandbox_into_an_lms_csv_and_feedback(klas
     graded = instructor.sh(["make", "--no-print-directory", "grades", f"CLASS={folder}", f"COURSE={course_folder}"])
     out = graded.stdout + graded.stderr
     print(out)
-    assert "\x1b" not in out and "\x07" not in out and not stolen.exists()
+    assert "\x1b" not in out and "\x07" not in out and not stolen.exists() and not marker.exists()
+    secret = classroom.admin_key(folder)["secret_access_key"]
+    assert not [path for path in (folder / "grades").rglob("*") if path.is_file() and secret in path.read_text()]
     with open(folder / "grades" / "grades.csv", newline="") as file:
         rows = {row["Student"]: row for row in csv.DictReader(file)}
     assert sorted(rows) == sorted(ROSTER) and rows["ada"]["SIS User ID"] == "1001"

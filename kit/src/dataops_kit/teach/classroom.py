@@ -22,6 +22,7 @@ clone's .dvc/config.local (0600) and a git credential file in their home
 
 import argparse
 import fnmatch
+import hashlib
 import html
 import json
 import math
@@ -38,7 +39,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dataops_kit.facts import (YAMLError, git_show, in_history, is_md5, lock_outs, locked_metrics, read_yaml, stages,
+from dataops_kit.facts import (YAMLError, git_show, in_history, is_md5, lock_outs, outputs, read_yaml, stages,
                                workspace)
 from dataops_kit.facts import printable as clean
 from dataops_kit.teach import gate
@@ -53,7 +54,6 @@ class StoreError(Exception):
 BUCKET = gate.BUCKET
 REMOTE = "class"  # the name of both remotes in a clone: git's and DVC's
 WEED = Path(sys.executable).parent / "weed"
-DVC = str(Path(sys.executable).parent / "dvc")  # the venv's (dataops_kit.install), activated or not
 # Every port weed server listens on, each set, all inside its own network namespace, where nothing else
 # of the machine reaches them: the gate talks to its S3 over a Unix socket. Iceberg and Lance: off.
 PORTS = {"s3.port": 8333, "s3.port.grpc": 18333, "s3.port.iceberg": 0, "s3.port.lance": 0, "master.port": 9333,
@@ -224,6 +224,29 @@ def _bucket(state: dict, keys: dict, process, timeout: float, verify=None) -> bo
         except Exception:  # noqa: BLE001 - the gate or the store is still starting: any error, try again
             time.sleep(0.3)
     return False
+
+
+def fetch_objects(folder: Path, digests, to: Path, limit: int = 256 << 20) -> list:
+    """Copy the store's objects of DIGESTS (files' md5s, checked to be 32 hex digits) into TO/xx/yyyy,
+    with the instructor's key and config, through the gate: each at most LIMIT bytes, kept only if its
+    bytes have that md5. Returns the digests found. No project's DVC config is read."""
+    digests = sorted({digest for digest in digests if is_md5(digest)})
+    if not digests:
+        return []
+    state = _state(folder)
+    client = _s3(state, admin_key(folder), verify=_private(folder).get("cert"))
+    found = []
+    for digest in digests:
+        try:
+            body = client.get_object(Bucket=state["bucket"], Key=f"dvc/files/md5/{digest[:2]}/{digest[2:]}")["Body"]
+            data = body.read(limit + 1)
+        except Exception:  # noqa: BLE001 - not in the store (or unreadable): the grader says it is missing
+            continue
+        if len(data) <= limit and hashlib.md5(data).hexdigest() == digest:
+            (to / digest[:2]).mkdir(parents=True, exist_ok=True)
+            (to / digest[:2] / digest[2:]).write_bytes(data)
+            found.append(digest)
+    return found
 
 
 def stop(folder: Path, say=print) -> None:
@@ -453,8 +476,9 @@ def comparable_refusal(repo: Path, baseline: str, commit: str, changed: dict, ke
 
 
 def experiments(repo: Path, names=None, keys=RANKED_KEYS) -> list:
-    """The clone's experiments (those NAMES, if given): name, student, commit, params
-    changed from its baseline, metrics, and why it cannot be ranked (None if it can)."""
+    """The clone's experiments (those NAMES, if given): name, student, commit, params changed from its
+    baseline, the outputs its dvc.lock records, and why it cannot be ranked (None if it can), read
+    through git's plumbing with bounds: nothing of theirs checked out, run or read by DVC."""
     def show(rev, path):
         try:
             data = read_yaml(git_show(repo, rev, path) or "")
@@ -467,53 +491,67 @@ def experiments(repo: Path, names=None, keys=RANKED_KEYS) -> list:
     for line in refs:
         ref, commit = line.split()
         match = re.fullmatch(r"refs/exps/(\w\w)/(\w+)/(.+)", ref)
-        if not match:
+        if not match or (names is not None and match.group(3) not in names):
             continue
         baseline, name = match.group(1) + match.group(2), match.group(3)
-        if names is not None and name not in names:
-            continue
         before, after = _flat(show(baseline, "params.yaml")), _flat(show(ref, "params.yaml"))
         changed = {key: after.get(key) for key in {**before, **after} if before.get(key) != after.get(key)}
         lock = show(ref, "dvc.lock")
-        metrics = locked_metrics(repo, lock)
         rows.append({"student": name.split("-")[0], "experiment": name, "ref": ref, "commit": commit,
-                     "changed": changed, "metrics": metrics,
-                     "refused": lock_refusal(lock) or metric_refusal(metrics)
-                     or comparable_refusal(repo, baseline, commit, changed, keys)})
+                     "changed": changed, "outputs": outputs(lock), "metrics": {},
+                     "refused": lock_refusal(lock) or comparable_refusal(repo, baseline, commit, changed, keys)})
     return rows
 
 
-def _verdicts(repo: Path, rows: list, say, sandboxed: bool) -> None:
-    """Each row's reproduction, as the exercise grader checks it (a fresh clone reruns every
-    stage, and the outputs must be the bytes dvc.lock names), in the sandbox; kept per commit in .dvc/tmp."""
-    from dataops_kit.teach.exercises import Scene
+def _metrics(text) -> dict:
+    try:
+        data = json.loads(text) if isinstance(text, str) else {}
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
-    path = repo / ".dvc" / "tmp" / "dataops-leaderboard.json"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    scene = Scene(repo, sandboxed=sandboxed)
-    try:
-        for row in rows:
-            if row["refused"]:
-                continue
-            if row["commit"] not in known:
-                began = time.monotonic()
-                known[row["commit"]] = scene.reproduces(row["ref"])
-                say(f"  reproduced {clean(row['experiment'])}: "
-                    f"{'same bytes' if known[row['commit']] is None else 'differs'} ({time.monotonic() - began:.0f} s)")
-            if known[row["commit"]]:
-                row["refused"] = f"does not reproduce: {known[row['commit']]}"
-    finally:
-        scene.cleanup()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(known, indent=1) + "\n")
+
+def _verdicts(repo: Path, rows: list, say, sandboxed: bool) -> None:
+    """Each row reproduced in a fresh clone, in the sandbox (dataops_kit.teach.sandbox: every stage anew,
+    the outputs the bytes dvc.lock names); its metrics are the fresh run's. Kept per commit."""
+    from dataops_kit.teach import sandbox
+
+    store = sandbox.Verdicts(repo / ".dvc" / "tmp" / "dataops-leaderboard.json")
+
+    def judge(row):
+        began = time.monotonic()
+        ran = sandbox.reproduce(repo, row["ref"], sorted(row["outputs"]), sandboxed)
+        why = sandbox.verdict(ran, row["outputs"])
+        say(f"  reproduced {clean(row['experiment'])}: {'same bytes' if why is None else 'differs'} "
+            f"({time.monotonic() - began:.0f} s)")
+        return {"why": why, "metrics": _metrics(ran.get("metrics"))}
+    for row in rows:
+        if not row["refused"]:
+            found = store.get(store.key(row["commit"], "reproduce", sandboxed), lambda: judge(row))
+            row["metrics"] = found["metrics"]
+            if found["why"] and sandbox.OTHER_CPU not in found["why"]:  # another CPU: ranked by the fresh run
+                row["refused"] = f"does not reproduce: {found['why']}"
+            row["refused"] = row["refused"] or metric_refusal(row["metrics"])
+
+
+def fetch_experiments(repo: Path) -> list:
+    """The names of the experiments pushed to the class, their refs fetched by git (never `dvc exp
+    pull`, which reads their YAML unbounded); their objects stay in the store."""
+    listed = subprocess.run(["git", "ls-remote", "--refs", REMOTE, "refs/exps/*"], cwd=repo, capture_output=True,
+                            text=True)
+    if listed.returncode:
+        raise StoreError(f"git ls-remote {REMOTE} failed: {clean(listed.stderr.strip(), 300)}")
+    names = {match.group(1) for match in re.finditer(r"refs/exps/\w\w/\w+/([A-Za-z0-9_.-]+)$", listed.stdout, re.M)}
+    fetched = subprocess.run(["git", "fetch", "-q", REMOTE, "+refs/exps/*:refs/exps/*"], cwd=repo,
+                             capture_output=True, text=True)
+    if fetched.returncode:
+        raise StoreError(f"git fetch {REMOTE} refs/exps failed: {clean(fetched.stderr.strip(), 300)}")
+    return sorted(names)
 
 
 def leaderboard(repo: Path, html_path: Path, say=print, sandboxed: bool = True, keys=RANKED_KEYS) -> list:
     """Fetch every experiment pushed to the class, reproduce each in the sandbox (or, only when
-    SANDBOXED is False, as this user), rank those that reproduce."""
+    SANDBOXED is False, as this user), rank those that reproduce by their fresh run's metrics."""
     if sandboxed:
         from dataops_kit.teach import sandbox
 
@@ -522,16 +560,7 @@ def leaderboard(repo: Path, html_path: Path, say=print, sandboxed: bool = True, 
         except sandbox.Unavailable as error:
             raise StoreError(f"{error}; nothing of the class was run (make leaderboard SANDBOX=off runs "
                              f"students' code as you, with your home, keys and network)") from None
-    listed = subprocess.run([DVC, "exp", "list", REMOTE, "--all-commits", "--name-only"], cwd=repo,
-                            capture_output=True, text=True)
-    if listed.returncode:
-        raise StoreError(f"dvc exp list {REMOTE} failed: {clean(listed.stderr.strip(), 300)}")
-    names = sorted({name for name in listed.stdout.split() if re.fullmatch(r"[A-Za-z0-9_.-]+", name)})
-    if names:
-        pulled = subprocess.run([DVC, "exp", "pull", "-f", REMOTE, *names], cwd=repo, capture_output=True, text=True)
-        if pulled.returncode:
-            raise StoreError(f"dvc exp pull failed:\n{pulled.stdout}{pulled.stderr}")
-    rows = experiments(repo, set(names), keys)  # the class's, not the instructor's own tries
+    rows = experiments(repo, set(fetch_experiments(repo)), keys)  # the class's, not the instructor's own tries
     _verdicts(repo, rows, say, sandboxed)
     ranked = sorted((row for row in rows if not row["refused"]),
                     key=lambda row: (-row["metrics"]["accuracy"], -row["metrics"]["f1_macro"], row["experiment"]))

@@ -46,11 +46,10 @@ CLASSMATE = {**AUTHOR, "GIT_AUTHOR_NAME": "Classmate", "GIT_COMMITTER_NAME": "Cl
 class Scene:
     """A scenario repository, and the questions a checker asks of it."""
 
-    def __init__(self, repo: Path, env: dict = None, sandboxed: bool = False):
-        """SANDBOXED: reproductions run in dataops_kit.teach.sandbox, for work that is not the caller's own."""
-        self.repo, self.env, self.sandboxed = repo, env or student_env(WORKSPACE), sandboxed
+    def __init__(self, repo: Path, env: dict = None):
+        """Someone else's scene is graded inside the sandbox, whole (dataops_kit.teach.sandbox)."""
+        self.repo, self.env = repo, env or student_env(WORKSPACE)
         self._reproduced, self._clone, self._trusted_lock, self.grading = {}, None, None, False
-        self.wall_seconds = None  # the sandbox's limit for one reproduction, when not its default
 
     def sh(self, commands: str, check=True, cwd=None, env=None, timeout=None) -> subprocess.CompletedProcess:
         try:
@@ -195,38 +194,12 @@ class Scene:
         (clone / "dvc.lock").unlink(missing_ok=True)
         if self._trusted_lock is not None:
             (clone / "dvc.lock").write_bytes(self._trusted_lock)
-        return self._in_sandbox(clone, wanted) if self.sandboxed else self._here(clone, wanted)
+        from dataops_kit.teach.sandbox import fresh_run, verdict
 
-    def _in_sandbox(self, clone: Path, wanted: dict):
-        from dataops_kit.teach import sandbox
-
-        result = sandbox.reproduce(clone, sorted(wanted), wall=self.wall_seconds or sandbox.WALL_SECONDS)
-        if result["code"]:
-            return f"a fresh run fails: {(result['lines'] or ['dvc repro exited ' + str(result['code'])])[0]}"
-        if isinstance(result.get("lock"), str):
-            self._trusted_lock = result["lock"].encode()
-        for path, digest in wanted.items():
-            if result["md5"].get(path) != digest:
-                return (f"{path} is not what a fresh run makes: the recorded file was not made by the pipeline "
-                        f"(edited by hand, or recorded with dvc commit -f?)")
-        return None
-
-    def _here(self, clone: Path, wanted: dict):
-        try:
-            ran = self.sh(f"dvc config --local cache.dir {clone / '.dvc' / 'cache'} && dvc repro -q --no-run-cache",
-                          check=False, cwd=clone, timeout=REPRO_SECONDS)
-        except subprocess.TimeoutExpired:
-            return f"a fresh run did not end within {REPRO_SECONDS} s"
-        if ran.returncode:
-            failed = [line for line in (ran.stdout + ran.stderr).splitlines() if line.startswith(("✗", "ERROR"))]
-            return f"a fresh run fails: {(failed or ['dvc repro exited ' + str(ran.returncode)])[0]}"
-        self._trusted_lock = (clone / "dvc.lock").read_bytes()
-        for path, digest in wanted.items():
-            made = clone / path
-            if not made.is_file() or md5(made) != digest:
-                return (f"{path} is not what a fresh run makes: the recorded file was not made by the pipeline "
-                        f"(edited by hand, or recorded with dvc commit -f?)")
-        return None
+        ran = fresh_run(clone, sorted(wanted), timeout=REPRO_SECONDS)
+        if isinstance(ran.get("lock"), str):
+            self._trusted_lock = ran["lock"].encode()
+        return verdict(ran, wanted)
 
     def reproduced_metrics(self, rev: str = None) -> dict:
         """reports/metrics.json of REV, only if REV reproduces."""
@@ -729,13 +702,12 @@ def _recorded(repo: Path):
         return None
 
 
-def results(number: int, repo: Path, sandboxed: bool = False) -> list:
-    """Exercise NUMBER's criteria on the scenario in REPO, as (ok, label, hint), never a traceback.
-    SANDBOXED: its reproductions run in the sandbox (someone else's work)."""
+def results(number: int, repo: Path) -> list:
+    """Exercise NUMBER's criteria on the scenario in REPO, as (ok, label, hint), never a traceback."""
     if _recorded(repo) != number:
         raise CourseError(f"{repo} is not exercise {number}'s scenario (or its record in .git is damaged): "
                           f"set it up with make exercise {number}")
-    scene = Scene(repo, sandboxed=sandboxed)
+    scene = Scene(repo)
     scene.grading = True
     try:
         return graded(number, scene)

@@ -28,7 +28,6 @@ on the student's machine only (``make check N``): see ``ON_THE_STUDENTS_MACHINE`
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dataops_kit.facts import printable
+from dataops_kit.facts import YAMLError, git_show, outputs, printable, read_yaml
 from dataops_kit.teach import classroom, exercises, gate, sandbox
 from dataops_kit.teach.course import DEFAULT_FOLDER, CourseError, student_env
 
@@ -116,12 +115,6 @@ def latest(repo: Path, log: Path, deadline: float = None) -> dict:
     return found
 
 
-def grader_version() -> str:
-    """The grader's own code: a change to it grades every submission again."""
-    sources = (Path(exercises.__file__), Path(sandbox.__file__))
-    return hashlib.md5(b"".join(path.read_bytes() for path in sources)).hexdigest()[:12]
-
-
 def reference(number: int, course: Path, folder: Path) -> Path:
     """The instructor's own scene of exercise NUMBER, set up once in FOLDER: its start's tree
     (and its branches') identify a submission's."""
@@ -141,74 +134,67 @@ def _trees(repo: Path, rev: str) -> dict:
     return found
 
 
-def _scene_of(repo: Path, number: int, commit: str, ours: Path) -> None:
-    """Make REPO, a clone at COMMIT, the scene it was submitted as: the marker's start and the scene's
+def _scene_of(repo: Path, number: int, commit: str, ours: Path) -> dict:
+    """What makes COMMIT (in REPO) the scene it was submitted as, read by git's plumbing: its start and
     branches are the submission's commits with the trees of OUR scene's (never what the student says)."""
     trees = _trees(repo, commit)
     start = json.loads((ours / ".git" / exercises.MARKER).read_text())["start"]
     found = trees.get(_git(["rev-parse", f"{start}^{{tree}}"], ours))
     if found is None:
         raise CourseError(f"the submission does not start from exercise {number}'s scene (make exercise {number})")
+    branches = {}
     for line in _git(["for-each-ref", "--format=%(refname:short) %(tree)", "refs/heads"], ours).splitlines():
         branch, tree = line.split()
         if branch != "main" and tree in trees:
-            _git(["branch", "-f", branch, trees[tree]], repo)
-    (repo / ".git" / exercises.MARKER).write_text(json.dumps({"exercise": number, "start": found}) + "\n")
+            branches[branch] = trees[tree]
+    return {"start": found, "branches": branches}
 
 
-def grade(number: int, ref: str, commit: str, instructor: Path, ours: Path) -> list:
+def grade(number: int, ref: str, commit: str, instructor: Path, ours: Path, class_dir: Path) -> list:
     """Exercise NUMBER's criteria on the submission COMMIT (fetched into INSTRUCTOR's clone as REF),
-    graded as `make check` grades, its reproductions in the sandbox: [(ok, label, hint)]. A submission
+    graded as `make check` grades, the whole grader in the sandbox: [(ok, label, hint)]. A submission
     that cannot be graded, whatever it holds, gets one ✗ and a kept verdict: it never stops the class."""
     try:
-        return _grade(number, ref, commit, instructor, ours)
+        return _grade(number, ref, commit, instructor, ours, class_dir)
     except Exception as error:  # noqa: BLE001 - see above
         return [exercises.criterion(False, "the submission can be graded",
                                     f"grading it failed: {type(error).__name__}: {printable(error, 200)}")]
 
 
-def _grade(number: int, ref: str, commit: str, instructor: Path, ours: Path) -> list:
+def _grade(number: int, ref: str, commit: str, instructor: Path, ours: Path, class_dir: Path) -> list:
+    try:
+        scene = _scene_of(instructor, number, commit, ours)
+    except CourseError as error:
+        return [exercises.criterion(False, "the submission is the exercise's scene, committed", str(error))]
     with tempfile.TemporaryDirectory(prefix="dataops-grade-") as folder:
-        repo = Path(folder) / "repo"
-        _git(["clone", "-q", "--no-checkout", str(instructor), str(repo)], Path(folder))
-        _git(["fetch", "-q", str(instructor), ref], repo)
-        _git(["checkout", "-q", "-f", "-B", "main", commit], repo)
+        inputs = sandbox.bundle(instructor, [ref], Path(folder))
+        # Its start's outputs are our scene's (the same tree); its own, from the class store by the md5s
+        # its dvc.lock names, read through plumbing (DVC reads nothing of the submission's here).
+        shutil.copytree(ours / ".dvc" / "cache" / "files" / "md5", inputs / "objects")
         try:
-            _scene_of(repo, number, commit, ours)
-        except CourseError as error:
-            return [exercises.criterion(False, "the submission is the exercise's scene, committed", str(error))]
-        (repo / ".venv").symlink_to(Path(sys.prefix))
-        from dataops_kit.install import install_workspace
-
-        install_workspace(repo)
-        # Its start's outputs are our scene's (the same tree); its own, from the class store, as the
-        # instructor reads them (DVC reads data, and runs nothing of the student's).
-        shutil.copytree(ours / ".dvc" / "cache" / "files", repo / ".dvc" / "cache" / "files", dirs_exist_ok=True)
-        # Written anew, never through what the submission holds there (a committed link would lead the
-        # admin key into a tracked file, then into the feedback).
-        gate.write_private(repo / ".dvc" / "config.local", (instructor / ".dvc" / "config.local").read_text())
-        subprocess.run(["dvc", "pull", "-q", "-r", classroom.REMOTE], cwd=repo, env=student_env(exercises.WORKSPACE),
-                       capture_output=True)
-        return exercises.results(number, repo, sandboxed=True)
+            lock = read_yaml(git_show(instructor, commit, "dvc.lock") or "")
+        except (YAMLError, ValueError):
+            lock = {}
+        classroom.fetch_objects(class_dir, outputs(lock).values(), inputs / "objects")
+        answer = sandbox.run({"job": "grade", "number": number, "commit": commit, **scene}, inputs)
+    found = answer.get("criteria")
+    if not (isinstance(found, list) and 0 < len(found) <= 20 and all(
+            isinstance(item, list) and len(item) == 3 and isinstance(item[0], bool)
+            and all(isinstance(text, str) for text in item[1:]) for item in found)):
+        return [exercises.criterion(False, "the submission can be graded",
+                                    f"grading it in the sandbox failed: {(answer['lines'] or ['no answer'])[0]}")]
+    return [(ok, printable(label, 300), printable(hint, 300)) for ok, label, hint in found]
 
 
 def _verdicts(class_dir: Path, instructor: Path, course: Path, chosen: dict, say) -> dict:
-    """{(name, number): [(ok, label, hint)]}, graded anew only where commit or grader are new."""
-    path = class_dir / "grades" / "verdicts.json"
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    version, found = grader_version(), {}
+    """{(name, number): [(ok, label, hint)]}, graded anew only where commit or toolkit are new."""
+    store, found = sandbox.Verdicts(class_dir / "grades" / "verdicts.json"), {}
     for (name, number), (_, ref, commit) in sorted(chosen.items()):
-        key = f"{commit} {number} {version}"
-        if key not in known:
+        def judge():
             say(f"  grading {printable(name, 20)}'s exercise {number} ({commit[:7]}) in the sandbox")
             ours = reference(number, course, class_dir / "grades" / "reference")
-            known[key] = grade(number, ref, commit, instructor, ours)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(known, indent=1) + "\n")
-        found[(name, number)] = known[key]
+            return grade(number, ref, commit, instructor, ours, class_dir)
+        found[(name, number)] = store.get(store.key(commit, f"grade {number}", True), judge)
     return found
 
 
