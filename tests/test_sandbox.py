@@ -110,3 +110,13 @@ def test_the_sandbox_imports_the_copys_helpers_and_no_library_of_the_copys(works
     run("git add -A && git commit -qm 'my experiment' --no-verify", cwd=workspace)
     said = verdict(workspace)
     assert said and "the copy of the helpers ran" in said and "fake dvc" not in said, said
+
+
+def test_on_the_instructors_word_the_same_job_runs_unsandboxed(workspace):
+    """make leaderboard SANDBOX=off: the same job, from the same bundle, as this user in a folder of its own."""
+    from dataops_kit.facts import outputs, read_lock
+    from dataops_kit.teach import sandbox
+
+    wanted = outputs(read_lock(workspace))
+    ran = sandbox.reproduce(workspace, "HEAD", sorted(wanted), sandboxed=False)
+    assert sandbox.verdict(ran, wanted) is None and '"accuracy"' in ran["metrics"], ran

@@ -15,7 +15,7 @@ from pathlib import Path
 from ruamel.yaml import YAML, YAMLError
 
 __all__ = ["YAMLError", "read_yaml", "md5", "dvc_md5", "stored", "stages", "lock_outs", "outputs",
-           "declared_outputs", "read_lock", "locked_metrics", "git_show", "in_history", "printable", "free_port",
+           "declared_outputs", "read_lock", "locked_metrics", "git_show", "yaml_at", "in_history", "printable", "free_port",
            "workspace"]
 
 
@@ -167,6 +167,16 @@ def git_show(repo: Path, rev: str, path: str, limit: int = GIT_SHOW_BYTES):
         return data.decode()
     except UnicodeDecodeError:
         return None
+
+
+def yaml_at(repo: Path, rev: str, path: str) -> dict:
+    """The mapping a YAML file holds at commit REV, read through git_show and read_yaml's bounds;
+    {} where it holds none (missing, too large, not YAML, or not a mapping)."""
+    try:
+        data = read_yaml(git_show(repo, rev, path) or "")
+    except (YAMLError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def in_history(repo: Path, rev: str, target: str) -> bool:

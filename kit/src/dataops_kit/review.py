@@ -158,12 +158,9 @@ def template_refusal(repo: Path, rev: str):
     other side chose (one led DVC to a file in the cache that a student had pushed)."""
     from dvc_render.vega_templates import TEMPLATES
 
-    from dataops_kit.facts import YAMLError, git_show, read_yaml
+    from dataops_kit.facts import yaml_at
 
-    try:
-        data = read_yaml(git_show(repo, rev, "dvc.yaml") or "")
-    except (YAMLError, ValueError):
-        return None  # DVC's own diff says what is wrong with it
+    data = yaml_at(repo, rev, "dvc.yaml")  # {} where it cannot be read: DVC's own diff says what is wrong
     builtin = {template.DEFAULT_NAME for template in TEMPLATES}
     ours = repo / ".dvc" / "plots"
     for name in _values(data, "template"):

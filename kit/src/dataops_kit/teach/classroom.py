@@ -39,8 +39,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from dataops_kit.facts import (YAMLError, git_show, in_history, is_md5, lock_outs, outputs, read_yaml, stages,
-                               workspace)
+from dataops_kit.facts import in_history, is_md5, lock_outs, outputs, stages, workspace, yaml_at
 from dataops_kit.facts import printable as clean
 from dataops_kit.teach import gate
 
@@ -479,12 +478,6 @@ def experiments(repo: Path, names=None, keys=RANKED_KEYS) -> list:
     """The clone's experiments (those NAMES, if given): name, student, commit, params changed from its
     baseline, the outputs its dvc.lock records, and why it cannot be ranked (None if it can), read
     through git's plumbing with bounds: nothing of theirs checked out, run or read by DVC."""
-    def show(rev, path):
-        try:
-            data = read_yaml(git_show(repo, rev, path) or "")
-        except (YAMLError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
     refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=repo,
                           capture_output=True, text=True).stdout.splitlines()
     rows = []
@@ -494,9 +487,9 @@ def experiments(repo: Path, names=None, keys=RANKED_KEYS) -> list:
         if not match or (names is not None and match.group(3) not in names):
             continue
         baseline, name = match.group(1) + match.group(2), match.group(3)
-        before, after = _flat(show(baseline, "params.yaml")), _flat(show(ref, "params.yaml"))
+        before, after = _flat(yaml_at(repo, baseline, "params.yaml")), _flat(yaml_at(repo, ref, "params.yaml"))
         changed = {key: after.get(key) for key in {**before, **after} if before.get(key) != after.get(key)}
-        lock = show(ref, "dvc.lock")
+        lock = yaml_at(repo, ref, "dvc.lock")
         rows.append({"student": name.split("-")[0], "experiment": name, "ref": ref, "commit": commit,
                      "changed": changed, "outputs": outputs(lock), "metrics": {},
                      "refused": lock_refusal(lock) or comparable_refusal(repo, baseline, commit, changed, keys)})

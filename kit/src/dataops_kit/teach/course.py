@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dataops_kit.facts import YAMLError, declared_outputs, git_show, in_history, md5, read_yaml, stored, workspace
+from dataops_kit.facts import YAMLError, declared_outputs, git_show, in_history, md5, read_yaml, stored, workspace, yaml_at
 
 WORKSPACE = workspace()
 LESSONS = WORKSPACE / "docs" / "lessons"
@@ -242,11 +242,7 @@ def _preflight(repo: Path, target: str) -> None:
     if conflicted:
         raise CourseError(f"{conflicted[0]} has merge conflicts: resolve it (or git checkout HEAD -- "
                           f"{conflicted[0]}), then catch up. Nothing was moved")
-    try:
-        spec = read_yaml(git_show(repo, target, "dvc.yaml") or "")
-    except (YAMLError, ValueError):
-        spec = {}
-    for name in dict.fromkeys(declared_outputs(_spec(repo)) + declared_outputs(spec)):
+    for name in dict.fromkeys(declared_outputs(_spec(repo)) + declared_outputs(yaml_at(repo, target, "dvc.yaml"))):
         path = repo / name
         folder = next((p for p in [path.parent, *path.parents] if p.exists()), repo)
         if (path.exists() and not os.access(path, os.W_OK)) or not os.access(folder, os.W_OK):

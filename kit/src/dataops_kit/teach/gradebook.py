@@ -37,7 +37,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dataops_kit.facts import YAMLError, git_show, outputs, printable, read_yaml
+from dataops_kit.facts import outputs, printable, yaml_at
 from dataops_kit.teach import classroom, exercises, gate, sandbox
 from dataops_kit.teach.course import DEFAULT_FOLDER, CourseError, student_env
 
@@ -171,11 +171,7 @@ def _grade(number: int, ref: str, commit: str, instructor: Path, ours: Path, cla
         # Its start's outputs are our scene's (the same tree); its own, from the class store by the md5s
         # its dvc.lock names, read through plumbing (DVC reads nothing of the submission's here).
         shutil.copytree(ours / ".dvc" / "cache" / "files" / "md5", inputs / "objects")
-        try:
-            lock = read_yaml(git_show(instructor, commit, "dvc.lock") or "")
-        except (YAMLError, ValueError):
-            lock = {}
-        classroom.fetch_objects(class_dir, outputs(lock).values(), inputs / "objects")
+        classroom.fetch_objects(class_dir, outputs(yaml_at(instructor, commit, "dvc.lock")).values(), inputs / "objects")
         answer = sandbox.run({"job": "grade", "number": number, "commit": commit, **scene}, inputs)
     found = answer.get("criteria")
     if not (isinstance(found, list) and 0 < len(found) <= 20 and all(
