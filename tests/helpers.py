@@ -48,11 +48,10 @@ def run(cmd, cwd, check=True, env=None, **kwargs):
 
 
 def workspace_env(root):
-    root = Path(root)
+    """A student's shell in the workspace ROOT: the venv first on PATH (each clone's kernel and runner import
+    its own src/)."""
     return {
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        # The clone's own src/ wins over the one the venv points at.
-        "PYTHONPATH": str(root / "src"),
         "JUPYTER_PLATFORM_DIRS": "1",
         "DATAOPS_ROOT": "",
     }
