@@ -36,6 +36,7 @@ When a run ends, every process it left is killed before the outputs are
 hashed, and the answer leaves the sandbox as the last line of its output.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -312,8 +313,9 @@ class Verdicts:
         return self.known[key]
 
 
+@functools.lru_cache(maxsize=None)
 def toolkit_version() -> str:
-    """The toolkit's own code: a change to any of it judges everything again."""
+    """The toolkit's own code (read once a process): a change to any of it judges everything again."""
     import dataops_kit
 
     digest = hashlib.md5()
