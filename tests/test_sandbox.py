@@ -101,8 +101,8 @@ def test_a_stage_command_of_the_students_runs_in_the_sandbox_and_reaches_nothing
 
 
 def test_the_sandbox_imports_the_copys_helpers_and_no_library_of_the_copys(workspace):
-    """The venv's dataops.pth names the instructor's src/: the copy's src/dataops is what runs, and a
-    src/dvc/ of the copy's cannot stand in for DVC (it would "reproduce" without running a stage)."""
+    """The copy's src/dataops is what its kernel and runner import, and a src/dvc/ of the copy's cannot stand
+    in for DVC (it would "reproduce" without running a stage): only those two import a project's src/."""
     (workspace / "src" / "dvc").mkdir()
     (workspace / "src" / "dvc" / "__init__.py").write_text("raise SystemExit('a fake dvc')\n")
     with open(workspace / "src" / "dataops" / "__init__.py", "a") as module:
