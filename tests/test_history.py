@@ -238,7 +238,7 @@ train = pd.read_csv("data/processed/train.csv")
 model = RandomForestClassifier(n_estimators=3, random_state=0).fit(train.drop(columns="target"), train["target"])
 model.estimators_[1].tree_.children_left[0] = 50_000_000
 save_model(model, __import__("pathlib").Path("models/model.skops"))
-"""], cwd=workspace)
+"""], cwd=workspace, env={"PYTHONPATH": str(workspace / "src")})  # the helpers, as a kernel imports them
     result = run("dvc repro --force --single-item evaluate", cwd=workspace, check=False)
     one_line_failure(result, "models/model.skops is damaged or crafted (a child index points outside the tree): "
                              "refused to use it")
