@@ -672,7 +672,7 @@ def test_submissions_are_graded_in_the_sandbox_into_an_lms_csv_and_feedback(klas
     print(out)
     assert "\x1b" not in out and "\x07" not in out and not stolen.exists() and not marker.exists()
     secret = classroom.admin_key(folder)["secret_access_key"]
-    assert not [path for path in (folder / "grades").rglob("*") if path.is_file() and secret in path.read_text()]
+    assert not [path for path in (folder / "grades").rglob("*") if path.is_file() and secret.encode() in path.read_bytes()]
     with open(folder / "grades" / "grades.csv", newline="") as file:
         rows = {row["Student"]: row for row in csv.DictReader(file)}
     assert sorted(rows) == sorted(ROSTER) and rows["ada"]["SIS User ID"] == "1001"

@@ -24,7 +24,10 @@ def interrupt_make_when(root, ready, timeout=120, python=None):
     """Start `make setup`, press Ctrl-C (to the whole process group, as a terminal does) once `ready()` holds."""
     process = subprocess.Popen(["make", "setup", *([f"PYTHON={python}"] if python else [])], cwd=root,
                                env=new_machine_env(), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               # A terminal's job takes Ctrl-C even when this suite runs in the background
+                               # (where a shell hands its children SIGINT ignored).
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + timeout
     while not ready() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

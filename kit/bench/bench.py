@@ -124,8 +124,8 @@ def scripts_workspace(root: Path) -> None:
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
     for stage in dvc["stages"].values():
         notebook = Path(stage["cmd"].split()[-1])
-        # Same working directory as the kernel: notebooks/.
-        stage["cmd"] = f"cd notebooks && python ../scripts/{notebook.stem}.py"
+        # Same working directory and helpers as the kernel: notebooks/, with src/ on the path.
+        stage["cmd"] = f"cd notebooks && PYTHONPATH=../src python ../scripts/{notebook.stem}.py"
         stage["deps"] = [f"scripts/{notebook.stem}.py" if d == str(notebook) else d for d in stage["deps"]]
         stage["outs"] = [o for o in stage["outs"] if not str(o).startswith("reports/0")]
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))

@@ -41,7 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]  # the workspace (this file is kit/bench/)
 
 from dataops_kit.teach import classroom  # noqa: E402
-from dataops_kit.facts import free_port, md5, outputs, read_yaml, stored  # noqa: E402
+from dataops_kit.facts import free_port, md5, outputs, read_yaml, shell_env, stored  # noqa: E402
 from dataops_kit.install import install_workspace  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -50,7 +50,7 @@ VENV_BIN = Path(sys.executable).parent
 def sh(args, cwd, check=True, home=None):
     # A student's shell: none of the variables a test process may carry (nbval's sandbox root),
     # and a home of their own (their key, their git credentials), as on their own laptop.
-    env = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATAOPS_ROOT", "DATAOPS_STAGE")},
+    env = {**shell_env(),
            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(home or cwd.parent / "home" / cwd.name),
            "GIT_AUTHOR_NAME": "Student", "GIT_AUTHOR_EMAIL": "s@example.invalid",
            "GIT_COMMITTER_NAME": "Student", "GIT_COMMITTER_EMAIL": "s@example.invalid"}

@@ -206,3 +206,9 @@ def workspace() -> Path:
     in a workspace), else the folder that holds the running venv."""
     named = os.environ.get("DATAOPS_WORKSPACE")
     return Path(named).resolve() if named else Path(sys.prefix).resolve().parent
+
+
+def shell_env() -> dict:
+    """This process's environment as a student's shell has it: none of the variables that point a
+    process at another project (nbval's throw-away root, a stage's name, an import path)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATAOPS_ROOT", "DATAOPS_STAGE")}

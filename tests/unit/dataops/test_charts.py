@@ -20,8 +20,8 @@ sys.stdout.write(out.getvalue())
 
 
 def draw():
-    return subprocess.run([sys.executable, "-c", DRAW], env=workspace_env(REPO), capture_output=True, text=True,
-                          check=True).stdout
+    env = {**workspace_env(REPO), "PYTHONPATH": str(REPO / "src")}  # the helpers, as a kernel has them
+    return subprocess.run([sys.executable, "-c", DRAW], env=env, capture_output=True, text=True, check=True).stdout
 
 
 def test_a_chart_drawn_twice_in_two_processes_has_the_same_bytes():

@@ -18,13 +18,19 @@ def project_root(start: Path = None):
     dvc.yaml, as dataops.find_root finds it; None if there is none."""
     if os.environ.get("DATAOPS_ROOT"):
         return Path(os.environ["DATAOPS_ROOT"]).resolve()
-    here = (start or Path.cwd()).resolve()
+    return _nearest_project(start or Path.cwd())
+
+
+def _nearest_project(start: Path):
+    here = start.resolve()
     return next((folder for folder in (here, *here.parents) if (folder / "dvc.yaml").is_file()), None)
 
 
 def put_src_first() -> None:
-    """This project's src/ first on the import path, so that `import dataops` is the clone's own."""
-    root = project_root()
+    """This project's src/ first on the import path, so that `import dataops` is the clone's own.
+    The code is the one of the project the process started in, even when $DATAOPS_ROOT points its
+    data elsewhere (nbval's throw-away copy holds no src/)."""
+    root = _nearest_project(Path.cwd())
     if root is not None and str(root / "src") not in sys.path[:1]:
         sys.path.insert(0, str(root / "src"))
 

@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dataops_kit.facts import YAMLError, declared_outputs, git_show, in_history, md5, read_yaml, stored, workspace, yaml_at
+from dataops_kit.facts import (YAMLError, declared_outputs, git_show, in_history, md5, read_yaml, shell_env, stored,
+                               workspace, yaml_at)
 
 WORKSPACE = workspace()
 LESSONS = WORKSPACE / "docs" / "lessons"
@@ -104,7 +105,7 @@ def _git(args, cwd, env=None, check=True) -> str:
 def student_env(workspace: Path) -> dict:
     """What a student's shell has after `source .venv/bin/activate` in the
     workspace: its venv first on PATH, WORKSPACE naming it, nothing else of ours."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATAOPS_ROOT", "DATAOPS_STAGE")}
+    env = shell_env()
     env.update(AUTHOR, WORKSPACE=str(workspace), COLUMNS="200",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
     return env

@@ -242,12 +242,13 @@ def run(request: dict, inputs: Path, sandboxed: bool = True, wall: float = WALL_
     """REQUEST's job (see JOBS) on INPUTS, in the sandbox, or with SANDBOXED False as this user in a
     folder of its own (never for others' work but on the instructor's explicit word). Its answer: a dict
     with "code" and "lines" (bounded: its last line of at most ANSWER_BYTES, each line 300 characters)."""
-    from dataops_kit.facts import printable  # the host's side only
+    from dataops_kit.facts import printable, shell_env  # the host's side only
 
     group, work = (Cgroup.make(), None) if sandboxed else (None, Path(tempfile.mkdtemp(prefix="dataops-job-")))
     args = command(inputs) if sandboxed else [sys.executable, "-I", "-m", __name__, "0", str(inputs), str(work)]
     try:
-        ran = bounded_run(args, json.dumps(request), wall, preexec_fn=group.enter if group else None)
+        ran = bounded_run(args, json.dumps(request), wall, preexec_fn=group.enter if group else None,
+                          env=None if group else shell_env())
     except subprocess.TimeoutExpired:
         return {"code": -1, "lines": [f"it did not end within {wall:g} s, and was stopped"]}
     finally:
