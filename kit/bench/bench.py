@@ -124,8 +124,8 @@ def scripts_workspace(root: Path) -> None:
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
     for stage in dvc["stages"].values():
         notebook = Path(stage["cmd"].split()[-1])
-        # Same working directory and helpers as the kernel: notebooks/, with src/ on the path.
-        stage["cmd"] = f"cd notebooks && PYTHONPATH=../src python ../scripts/{notebook.stem}.py"
+        # Same working directory as the kernel: notebooks/.
+        stage["cmd"] = f"cd notebooks && python ../scripts/{notebook.stem}.py"
         stage["deps"] = [f"scripts/{notebook.stem}.py" if d == str(notebook) else d for d in stage["deps"]]
         stage["outs"] = [o for o in stage["outs"] if not str(o).startswith("reports/0")]
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
@@ -172,8 +172,9 @@ def _workspaces(work: Path, native: bool):
     nb_root, py_root = make_clone(work / "notebooks-ws"), make_clone(work / "scripts-ws")
     scripts_workspace(py_root)
     env_nb = {**os.environ, **workspace_env(nb_root)}
-    # The scripts stand in for stages: they write the pipeline's files, not scratch/.
-    env_py = {**os.environ, **workspace_env(py_root), "DATAOPS_STAGE": "script"}
+    # The scripts stand in for stages: they write the pipeline's files, not scratch/, with the helpers
+    # on their path as a kernel has them.
+    env_py = {**os.environ, **workspace_env(py_root), "DATAOPS_STAGE": "script", "PYTHONPATH": str(py_root / "src")}
     if native:
         # The same kernel without its "env", found first through JUPYTER_PATH.
         spec = json.loads((Path(sys.prefix) / "share/jupyter/kernels" / KERNEL / "kernel.json").read_text())
@@ -193,7 +194,7 @@ def _pipeline_rows(n, nb_root, py_root, env_nb, env_py) -> dict:
     for notebook in NOTEBOOKS:
         stage = notebook.stem
         rows |= repeat(n, {
-            f"{stage}, notebook": (f"python -m dataops_kit.runner.stage notebooks/{notebook.name}", nb_root, env_nb),
+            f"{stage}, notebook": (f"dataops-run notebooks/{notebook.name}", nb_root, env_nb),
             f"{stage}, script": (f"python ../scripts/{stage}.py", py_root / "notebooks", env_py)})
     # The dvc command against python -m dvc: both are DVC as pip installs it.
     # A second each: ten of each, or the machine's noise decides the ratio.

@@ -4,7 +4,7 @@
     .venv/bin/python kit/bench/profile.py --root DIR # in a reproduced workspace (rewrites its outputs, same bytes)
     .venv/bin/python kit/bench/profile.py --pipeline # a whole `dvc repro --force`
 
-Runs each stage as `dvc repro` does (`python -m dataops_kit.runner.stage`, which starts
+Runs each stage as `dvc repro` does (`dataops-run`, which starts
 the stage's kernel) with PYTHONPROFILEIMPORTTIME=1, which both the runner and
 its kernel inherit, and prints, per stage, the wall time and the ten
 packages whose modules took longest to import (each module's own time,
@@ -72,7 +72,7 @@ def main() -> int:
             [notebook.stem for notebook in sorted((root / "notebooks").glob("0*.ipynb"))]
         for name in names:
             command = name.split() if args.pipeline else \
-                [sys.executable, "-m", "dataops_kit.runner.stage", f"notebooks/{name}.ipynb"]
+                [str(Path(sys.executable).parent / "dataops-run"), f"notebooks/{name}.ipynb"]
             wall, top = profile(root, command, args.repeat)
             print(f"\n{name}: {wall:.2f} s wall; import time by package:")
             for seconds, package in top:
