@@ -109,7 +109,7 @@ catch-up: $(READY) ## In a course repository: go to the start of LESSON, keeping
 # review/review.md and review/index.html, read from git and DVC's cache (no code runs).
 review: $(READY) ## make review BASE=main [REV=HEAD]: params, metrics, files and plots changed (review/)
 	@test -n "$(BASE)" || { echo "Against what? make review BASE=main (REV=HEAD by default)"; exit 1; }
-	@python -I -m dataops_kit.review $(BASE) $(or $(REV),HEAD)
+	@python -I -m dataops_kit.review $(BASE) $(or $(REV),HEAD) --class-dir $(CLASS) $(if $(SANDBOX),--sandbox $(SANDBOX))
 
 # Graded exercises (docs/exercises.md), from the course: `make exercise 3` sets
 # up exercise 3's scene in EXERCISES/03-.../repo; `make check 3` grades it.

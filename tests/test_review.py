@@ -27,7 +27,10 @@ def test_a_review_shows_params_metrics_files_and_plots_and_runs_no_code(branch):
     nb = json.loads(notebook.read_text())
     nb["cells"][1]["source"] = f"open({str(marker)!r}, 'w').write('ran')\n" + "".join(nb["cells"][1]["source"])
     notebook.write_text(json.dumps(nb, indent=1) + "\n")
-    run(GIT + "commit -qam 'would write ran.txt'", cwd=ws)
+    for planted in ("src/sitecustomize.py", "dataops_kit/__init__.py", "dataops_kit/review.py"):  # nor its helpers
+        (ws / planted).parent.mkdir(exist_ok=True)
+        (ws / planted).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    run(GIT + "add -A && " + GIT + "commit -qm 'would write ran.txt'", cwd=ws)
 
     result = run("make review BASE=main", cwd=ws)
     assert "what changed: parameters 1, metrics " in result.stdout, result.stdout

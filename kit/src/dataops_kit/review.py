@@ -8,8 +8,12 @@ beside it, in OUT/plots/) and OUT/index.html (one file that opens offline:
 the same tables, the images inlined, and a policy that lets nothing run).
 Both come from DVC's own diffs of the two revisions: `dvc params diff`,
 `dvc metrics diff`, `dvc diff` and `dvc plots diff`, which read git and DVC's
-cache. Neither revision's code runs: a classmate's experiment can be
-reviewed as safely as a branch of your own. The plots are drawn by
+cache. Neither revision's code runs. DVC reads the two commits in a clone of
+their own (the sandbox's review job, on a git bundle and the objects their
+dvc.lock files name), and its answer comes back as bounded JSON. That clone
+is in the sandbox when either revision is not in the history of HEAD, a
+branch or a tag of yours (a classmate's experiment, a fetched branch), so
+it is reviewed as safely as a branch of your own. The plots are drawn by
 vl-convert (Vega-Lite, as `dvc plots show` draws them) without a browser.
 
 Every value read from a revision (a parameter, a metric, a commit subject, a
@@ -23,8 +27,10 @@ import html
 import json
 import math
 import re
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -55,8 +61,9 @@ def md(value) -> str:
 def _dvc(args, repo: Path):
     result = subprocess.run(["dvc", *args, "--json"], cwd=repo, capture_output=True, text=True)
     if result.returncode:
-        last = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise ReviewError(f"dvc {' '.join(args)} failed: {last[-1] if last else result.returncode}")
+        said = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        said = [line for line in said if line.startswith("ERROR")] or said  # not DVC's "Having any troubles?"
+        raise ReviewError(f"dvc {' '.join(args)} failed: {said[-1] if said else result.returncode}")
     return json.loads(result.stdout or "{}")
 
 
@@ -83,23 +90,41 @@ def _commit(repo: Path, rev: str) -> str:
     return result.stdout.strip()
 
 
-def tables(repo: Path, base: str, rev: str, names=None) -> dict:
-    """{section: (header, rows)}: every row a list of values as DVC gave them; NAMES head the two sides' columns."""
-    params = _dvc(["params", "diff", base, rev], repo)
-    metrics = _dvc(["metrics", "diff", base, rev], repo)
-    files = _dvc(["diff", "--show-hash", base, rev], repo)
-    base, rev = names or (base, rev)
+def diffs(repo: Path, base: str, rev: str) -> dict:
+    """DVC's own diffs of the commits BASE and REV of REPO, as plain data: the review job's answer
+    (run where `through_the_boundary` says)."""
+    plotted = _dvc(["plots", "diff", base, rev], repo)
+    return {"params": _dvc(["params", "diff", base, rev], repo), "metrics": _dvc(["metrics", "diff", base, rev], repo),
+            "files": _dvc(["diff", "--show-hash", base, rev], repo),
+            "plots": [[title, item.get("content")] for title, items in plotted.get("data", {}).items() for item in items
+                      if item.get("type") == "vega"],
+            "unread": sorted({error["source"] for error in plotted.get("errors", []) if "source" in error})[:20]}
+
+
+def _dicts(value) -> dict:
+    """VALUE if it is a dict, else {}: what came back from a clone is checked for shape before it is read."""
+    return value if isinstance(value, dict) else {}
+
+
+def tables(found: dict, names) -> dict:
+    """{section: (header, rows)} from the diffs FOUND: every row a list of values as DVC gave them; NAMES
+    (base, rev) head the two sides' columns."""
+    base, rev = names
+
+    def changes(kind):
+        return [(path, key, change) for path, keys in sorted(_dicts(found.get(kind)).items())
+                for key, change in sorted(_dicts(keys).items()) if isinstance(change, dict)]
+    files = _dicts(found.get("files"))
     return {
-        "Parameters": (["file", "parameter", base, rev], [
-            [path, key, change.get("old"), change.get("new")]
-            for path, keys in sorted(params.items()) for key, change in sorted(keys.items())]),
+        "Parameters": (["file", "parameter", base, rev],
+                       [[path, key, change.get("old"), change.get("new")] for path, key, change in changes("params")]),
         "Metrics": (["file", "metric", base, rev, "change"], [
             [path, key, change.get("old"), change.get("new"), change.get("diff")]
-            for path, keys in sorted(metrics.items()) for key, change in sorted(keys.items())]),
+            for path, key, change in changes("metrics")]),
         "Data and models": (["file", "change", f"md5 at {base}", f"md5 at {rev}"], [
-            [entry["path"], kind, *_hashes(entry.get("hash"), kind)]
+            [entry.get("path"), kind, *_hashes(entry.get("hash"), kind)]
             for kind in ("added", "deleted", "modified", "renamed", "not in cache")
-            for entry in files.get(kind, [])]),
+            for entry in (files.get(kind) if isinstance(files.get(kind), list) else []) if isinstance(entry, dict)]),
     }
 
 
@@ -126,20 +151,20 @@ def finite(spec):
     return clean(spec), count
 
 
-def plots(repo: Path, base: str, rev: str) -> list:
-    """[(title, png bytes, note)] for every plot in dvc.yaml, both revisions drawn together, as DVC overlays them."""
+def plots(found: dict) -> list:
+    """[(title, png bytes, note)] for every plot the diffs FOUND hold, both revisions drawn together, as DVC
+    overlays them."""
     try:
         import vl_convert
     except ImportError:
         raise ReviewError("the plots need vl-convert-python, which `make setup` installs: run make setup") from None
     drawn = []
-    for title, items in _dvc(["plots", "diff", base, rev], repo).get("data", {}).items():
-        for item in items:
-            if item.get("type") != "vega":
-                continue
-            spec, dropped = finite(item["content"])
-            note = f"{dropped} values that are not finite numbers are left out" if dropped else ""
-            drawn.append((title, draw(vl_convert, title, spec), note))
+    for item in found.get("plots") if isinstance(found.get("plots"), list) else []:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], dict)):
+            continue
+        title, (spec, dropped) = item[0], finite(item[1])
+        note = f"{dropped} values that are not finite numbers are left out" if dropped else ""
+        drawn.append((title, draw(vl_convert, title, spec), note))
     return drawn
 
 
@@ -240,15 +265,87 @@ td, th {{ border: 1px solid #bbb; padding: 0.2em 0.6em; text-align: left; }} img
 """
 
 
-def review(repo: Path, base: str, rev: str, out: Path) -> dict:
-    """Write OUT/review.md, OUT/plots/*.png and OUT/index.html; return the tables."""
+WALL_SECONDS = 300  # DVC's four diffs of two commits take seconds: a review that has not ended is stopped
+
+
+def _git(args: list, repo: Path):
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def yours(repo: Path, commit: str) -> bool:
+    """COMMIT is in the history of HEAD, a local branch or a tag: made or checked out here, not fetched
+    (an experiment, a remote's branch) from someone else."""
+    return (_git(["merge-base", "--is-ancestor", commit, "HEAD"], repo).returncode == 0
+            or bool(_git(["for-each-ref", "--count=1", "--contains", commit, "refs/heads", "refs/tags"],
+                         repo).stdout.strip()))
+
+
+def _inputs(repo: Path, commits: list, inputs: Path, class_dir: Path = None) -> None:
+    """INPUTS for the review job: a bundle of COMMITS (under refs of a moment's own, as git bundles refs
+    only) and the objects their dvc.lock files name (md5s read through git's plumbing, within bounds),
+    from this cache, else from the class store of CLASS_DIR by md5 with the instructor's key."""
+    from dataops_kit.facts import cache_dir, outputs, stored, yaml_at
+    from dataops_kit.teach import sandbox
+
+    names = [f"refs/dataops-review/{os.getpid()}/{side}" for side in ("base", "rev")]
+    try:
+        for name, commit in zip(names, commits):
+            _git(["update-ref", name, commit], repo)
+        sandbox.bundle(repo, names, inputs)
+    finally:
+        for name in names:
+            _git(["update-ref", "-d", name], repo)
+    missing = []
+    for digest in {d for commit in commits for d in outputs(yaml_at(repo, commit, "dvc.lock")).values()}:
+        source, target = stored(cache_dir(repo), digest), inputs / "objects" / digest[:2] / digest[2:]
+        if source.is_file() and not source.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+        else:
+            missing.append(digest)
+    if missing and class_dir and (Path(class_dir) / "gate.json").is_file():
+        from dataops_kit.teach import classroom
+
+        try:
+            classroom.fetch_objects(Path(class_dir), missing, inputs / "objects")
+        except (OSError, KeyError, ValueError):  # not the instructor's account: DVC's diff says what is missing
+            pass
+
+
+def through_the_boundary(repo: Path, base: str, rev: str, sandboxed=None, class_dir: Path = None) -> dict:
+    """diffs() of BASE and REV, run by the sandbox's review job in a clone of their own: in the sandbox
+    when either commit is not yours (or SANDBOXED says so), else here in a folder of its own."""
+    from dataops_kit.teach import sandbox
+
+    commits = [_git(["rev-parse", f"{side}^{{commit}}"], repo).stdout.strip() for side in (base, rev)]
+    if sandboxed is None:
+        sandboxed = not all(yours(repo, commit) for commit in commits)
+    if sandboxed:
+        try:
+            sandbox.check()
+        except sandbox.Unavailable as error:
+            raise ReviewError(f"{rev} or {base} is not in the history of your branches, so DVC reads it in the "
+                              f"sandbox only, and {error} (SANDBOX=off if it is your own work)") from None
+    with tempfile.TemporaryDirectory(prefix="dataops-review-") as folder:
+        _inputs(repo, commits, Path(folder), class_dir)
+        answer = sandbox.run({"job": "review", "base": commits[0], "commit": commits[1]}, Path(folder),
+                             sandboxed, WALL_SECONDS)
+    if answer["code"]:
+        raise ReviewError((answer["lines"] or ["the review job failed"])[0].removeprefix("ReviewError: "))
+    return answer
+
+
+def review(repo: Path, base: str, rev: str, out: Path, sandboxed=None, class_dir: Path = None) -> dict:
+    """Write OUT/review.md, OUT/plots/*.png and OUT/index.html; return the tables, and the files DVC could not
+    read for want of their objects. SANDBOXED and CLASS_DIR: see `through_the_boundary`."""
     ref_base, ref_rev = resolve(repo, base), resolve(repo, rev)
     sides = [(base, _commit(repo, ref_base)), (rev, _commit(repo, ref_rev))]
     for side in (ref_base, ref_rev):
         refusal = template_refusal(repo, side)
         if refusal:
             raise ReviewError(refusal)
-    sections, drawn = tables(repo, ref_base, ref_rev, (base, rev)), plots(repo, ref_base, ref_rev)
+    found = through_the_boundary(repo, ref_base, ref_rev, sandboxed, class_dir)
+    sections, drawn = tables(found, (base, rev)), plots(found)
     heading = f"Review of {rev} against {base}"
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for old in (out / "plots").glob("*.png"):
@@ -257,7 +354,8 @@ def review(repo: Path, base: str, rev: str, out: Path) -> dict:
         (out / "plots" / f"{_slug(title)}.png").write_bytes(png)
     (out / "review.md").write_text(markdown(heading, sides, sections, drawn))
     (out / "index.html").write_text(page(heading, sides, sections, drawn))
-    return sections
+    unread = [row[0] for row in sections["Data and models"][1] if row[1] == "not in cache"]
+    return sections, [*unread, *(name for name in found.get("unread", []) if isinstance(name, str))]
 
 
 def main(argv=None) -> int:
@@ -265,19 +363,23 @@ def main(argv=None) -> int:
     parser.add_argument("base", help="what the change is compared with: a branch, tag, commit or experiment")
     parser.add_argument("rev", nargs="?", default="HEAD", help="the change (default: HEAD)")
     parser.add_argument("--out", type=Path, default=Path("review"))
+    parser.add_argument("--sandbox", choices=("on", "off"), help="read both revisions in the sandbox, or here "
+                        "(default: in the sandbox when either is not in the history of your branches)")
+    parser.add_argument("--class-dir", type=Path, help="the instructor's class folder: objects this cache lacks "
+                        "are fetched from its store")
     args = parser.parse_args(argv)
     try:
-        sections = review(Path.cwd(), args.base, args.rev, args.out)
+        sections, missing = review(Path.cwd(), args.base, args.rev, args.out, args.sandbox and args.sandbox == "on",
+                                   args.class_dir)
     except ReviewError as error:
         print(f"✗ review: {error}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{title.lower()} {len(rows)}" for title, (_header, rows) in sections.items())
     print(f"{args.rev} against {args.base}, what changed: {counts}")
     print(f"Wrote {args.out / 'review.md'} (open it, or paste it in a pull request) and {args.out / 'index.html'}")
-    missing = [row[0] for row in sections["Data and models"][1] if row[1] == "not in cache"]
     if missing:
-        print(f"! not in DVC's cache, so not compared: {', '.join(missing)}. Get them (dvc pull at that commit, "
-              f"or dvc exp pull REMOTE NAME for an experiment), then make review again")
+        print(f"! not in DVC's cache, so not compared: {', '.join(text(name)[:80] for name in missing)}. Get them (dvc pull at that commit; "
+              f"a class experiment's, on the instructor's machine: CLASS=<the class folder>), then make review again")
     return 0
 
 

@@ -51,3 +51,35 @@ def test_a_plot_that_asks_for_a_url_is_refused_and_nothing_is_fetched(tmp_path):
         listener.terminate()
         listener.wait()
     assert "GET" not in log.read_text()
+
+
+def test_a_revision_is_read_here_only_when_it_is_in_the_history_of_yours(tmp_path):
+    """make review's switch: a commit of HEAD's, a branch's or a tag's history is yours (DVC reads it in a
+    folder of its own here); one fetched only as an experiment or a remote's branch goes to the sandbox."""
+    repo = tmp_path / "repo"
+    git = ["git", "-c", "user.name=s", "-c", "user.email=s@x"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+
+    def commit(message):
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], cwd=repo, check=True)
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    first = commit("first")
+    subprocess.run(["git", "checkout", "-q", "-b", "side"], cwd=repo, check=True)
+    branch = commit("on a branch")
+    subprocess.run(["git", "checkout", "-q", "--detach"], cwd=repo, check=True)
+    tagged, fetched = commit("tagged"), commit("a classmate's experiment")
+    subprocess.run(["git", "tag", "v1", tagged], cwd=repo, check=True)
+    subprocess.run(["git", "update-ref", "refs/exps/ab/cdef/theirs", fetched], cwd=repo, check=True)
+    subprocess.run(["git", "checkout", "-q", "main"], cwd=repo, check=True)
+    assert [review.yours(repo, c) for c in (first, branch, tagged, fetched)] == [True, True, True, False]
+
+
+def test_the_diffs_a_clone_sent_back_are_read_for_their_shape():
+    """What the review job answers is data: a value of the wrong shape is left out, never an error of ours."""
+    found = {"params": {"params.yaml": {"train.C": {"old": 1, "new": 2}, "bad": 3}, "x": []},
+             "metrics": [1], "files": {"modified": [{"path": "m", "hash": {"old": "a", "new": "b"}}, "junk"],
+                                       "added": "no list"}, "plots": [["roc", "no spec"], 5]}
+    sections = review.tables(found, ("main", "HEAD"))
+    assert sections["Parameters"][1] == [["params.yaml", "train.C", 1, 2]]
+    assert sections["Metrics"][1] == [] and sections["Data and models"][1] == [["m", "modified", "a", "b"]]
+    assert review.plots(found) == []

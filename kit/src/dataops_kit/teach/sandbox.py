@@ -16,8 +16,8 @@ The sandbox:
 * new user, pid, network, IPC, UTS and cgroup namespaces, no capabilities,
   uid 65534: no route to the host's network or its 127.0.0.1 (a loopback of
   its own serves the kernel);
-* read-only: the system's ``/usr``, the interpreter's own prefix, the venv
-  and ``/etc/fonts``, and the job's inputs, nothing else. Not the instructor's
+* read-only: the system's ``/usr``, the interpreter's own prefix, the venv,
+  ``/etc/fonts`` and ``/etc/ssl/certs``, and the job's inputs, nothing else. Not the instructor's
   home, workspace, class folder, keys, git credentials or DVC's site folder;
   HOME is a throwaway folder. The kernel and the stage runner import the
   clone's own ``src/`` (dataops_kit.runner), and no other process does;
@@ -157,6 +157,8 @@ def _binds() -> list:
         binds += ["--ro-bind", str(path), str(path)]
     if Path("/etc/fonts").is_dir():  # matplotlib asks fontconfig, which otherwise writes an error into the output
         binds += ["--ro-bind", "/etc/fonts", "/etc/fonts"]
+    if Path("/etc/ssl/certs").is_dir():  # public certificates: libgit2 (pygit2, which DVC reads commits with) loads them
+        binds += ["--ro-bind", "/etc/ssl/certs", "/etc/ssl/certs"]
     return binds
 
 
@@ -369,14 +371,25 @@ def _md5(path: Path):
     return digest.hexdigest()
 
 
+def _own_cache(clone: Path) -> None:
+    """CLONE's DVC cache is its own, whatever its config names (a committed cache.dir points nowhere
+    here), and DVC stages nothing in git."""
+    for key, value in (("cache.dir", clone / ".dvc" / "cache"), ("core.autostage", "false")):
+        subprocess.run(["dvc", "config", "--local", key, str(value)], cwd=clone, stdin=subprocess.DEVNULL,
+                       capture_output=True)
+
+
+def _take_objects(repo: Path, inputs: Path) -> None:
+    """The objects the host handed over (INPUTS/objects, by md5) into REPO's cache."""
+    if (inputs / "objects").is_dir():
+        shutil.copytree(inputs / "objects", repo / ".dvc" / "cache" / "files" / "md5", dirs_exist_ok=True)
+
+
 def fresh_run(clone: Path, outputs: list, timeout: float = None) -> dict:
     """Every stage of CLONE, a fresh clone, run anew by `dvc repro` with a cache of the clone's own and no
     run cache: {code, lines (its ✗ and ERROR lines), md5 {path: md5 or None} of OUTPUTS, lock, metrics}.
     The one reproduction every grader, check and ranking uses."""
-    # Whatever its config names (a committed cache.dir points nowhere here), and no staging in git.
-    for key, value in (("cache.dir", clone / ".dvc" / "cache"), ("core.autostage", "false")):
-        subprocess.run(["dvc", "config", "--local", key, str(value)], cwd=clone, stdin=subprocess.DEVNULL,
-                       capture_output=True)
+    _own_cache(clone)
     log = clone.parent / "dvc.log"
     # To a file, not a pipe: a process the run leaves behind cannot hold this one open.
     with open(log, "w") as out:
@@ -415,14 +428,22 @@ def _grade_job(repo: Path, request: dict, inputs: Path) -> dict:
         json.dumps({"exercise": request["number"], "start": request["start"]}) + "\n")
     (repo / ".venv").symlink_to(Path(sys.prefix))
     install_workspace(repo)
-    if (inputs / "objects").is_dir():
-        shutil.copytree(inputs / "objects", repo / ".dvc" / "cache" / "files" / "md5", dirs_exist_ok=True)
+    _take_objects(repo, inputs)
     subprocess.run(["dvc", "checkout", "-q"], cwd=repo, capture_output=True, stdin=subprocess.DEVNULL)
     found = exercises.results(request["number"], repo)
     return {"code": 0, "lines": [], "criteria": [[ok, label[:300], (hint or "")[:300]] for ok, label, hint in found]}
 
 
-JOBS = {"reproduce": _reproduce_job, "grade": _grade_job}
+def _review_job(repo: Path, request: dict, inputs: Path) -> dict:
+    """DVC's own diffs of the request's base and commit (make review), as plain data: nothing is reproduced."""
+    from dataops_kit import review
+
+    _own_cache(repo)
+    _take_objects(repo, inputs)
+    return {"code": 0, "lines": [], **review.diffs(repo, request["base"], request["commit"])}
+
+
+JOBS = {"reproduce": _reproduce_job, "grade": _grade_job, "review": _review_job}
 
 
 def _git(args: list, cwd: Path) -> None:
