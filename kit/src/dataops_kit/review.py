@@ -26,8 +26,9 @@ import base64
 import html
 import json
 import math
-import re
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -275,7 +276,9 @@ def _git(args: list, repo: Path):
 def yours(repo: Path, commit: str) -> bool:
     """COMMIT is in the history of HEAD, a local branch or a tag: made or checked out here, not fetched
     (an experiment, a remote's branch) from someone else."""
-    return (_git(["merge-base", "--is-ancestor", commit, "HEAD"], repo).returncode == 0
+    from dataops_kit.facts import in_history
+
+    return (in_history(repo, commit, "HEAD")
             or bool(_git(["for-each-ref", "--count=1", "--contains", commit, "refs/heads", "refs/tags"],
                          repo).stdout.strip()))
 
@@ -300,7 +303,7 @@ def _inputs(repo: Path, commits: list, inputs: Path, class_dir: Path = None) -> 
         source, target = stored(cache_dir(repo), digest), inputs / "objects" / digest[:2] / digest[2:]
         if source.is_file() and not source.is_symlink():
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(source.read_bytes())
+            shutil.copyfile(source, target)
         else:
             missing.append(digest)
     if missing and class_dir and (Path(class_dir) / "gate.json").is_file():
@@ -335,7 +338,7 @@ def through_the_boundary(repo: Path, base: str, rev: str, sandboxed=None, class_
     return answer
 
 
-def review(repo: Path, base: str, rev: str, out: Path, sandboxed=None, class_dir: Path = None) -> dict:
+def review(repo: Path, base: str, rev: str, out: Path, sandboxed=None, class_dir: Path = None) -> tuple:
     """Write OUT/review.md, OUT/plots/*.png and OUT/index.html; return the tables, and the files DVC could not
     read for want of their objects. SANDBOXED and CLASS_DIR: see `through_the_boundary`."""
     ref_base, ref_rev = resolve(repo, base), resolve(repo, rev)
