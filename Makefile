@@ -94,8 +94,8 @@ lab: setup ## JupyterLab on 127.0.0.1, opened at notebooks/
 COURSE ?= ../dataops-course
 course: setup ## Build the course from the lesson pages into COURSE/repo, a tag per lesson
 	python -I -m dataops_kit.teach.course build $(COURSE)
-course-verify: setup ## Reproduce every lesson tag of the course in a fresh clone
-	python -I -m dataops_kit.teach.course verify $(COURSE)
+course-verify: setup ## Reproduce every lesson tag of the course in a fresh clone (SANDBOX=on: a course you did not build)
+	python -I -m dataops_kit.teach.course verify $(COURSE) $(if $(SANDBOX),--sandbox $(SANDBOX))
 course-publish: setup ## Write what a class clones (bare repository, DVC remote) to COURSE/published
 	python -I -m dataops_kit.teach.course publish $(COURSE)
 # A workspace already set up is used as it is (a fresh clone's newer

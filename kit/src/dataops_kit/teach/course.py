@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dataops_kit.facts import (YAMLError, declared_outputs, git_show, in_history, md5, read_yaml, shell_env, stored,
-                               workspace, yaml_at)
+from dataops_kit.facts import (YAMLError, declared_outputs, in_history, md5, printable, read_yaml,
+                               shell_env, stored, workspace, yaml_at)
 
 WORKSPACE = workspace()
 LESSONS = WORKSPACE / "docs" / "lessons"
@@ -380,37 +380,37 @@ def catch_up(number: int, repo: Path, say=print) -> None:
         say(line)
 
 
-def verify(folder: Path, say=print) -> list:
-    """For every lesson tag and model version (lesson 9's registry), in a fresh clone of the built course: `dvc repro`
-    must give that tag's dvc.lock byte for byte, and git and DVC must be clean.
-    The clones share one DVC cache, filled only by these checks, so a stage
-    whose inputs an earlier tag already reproduced is restored from DVC's run
-    cache, not rerun; each distinct run is made once, here."""
-    repo, work = folder.resolve() / "repo", folder.resolve() / "verify"
-    shutil.rmtree(work, ignore_errors=True)
-    env, rows = student_env(WORKSPACE), []
+def verify(folder: Path, say=print, sandboxed: bool = False) -> list:
+    """For every lesson tag and model version (lesson 9's registry), in a fresh clone of the built course:
+    `dvc repro` must give that tag's dvc.lock byte for byte, and git and DVC must be clean. The sandbox's
+    verify job does it with the one reproduction (sandbox.fresh_run) on a bundle of the tags: in the
+    sandbox with SANDBOXED (a course you did not build), else here, in a folder of its own. The clones
+    share one DVC cache, filled only by these checks, so a stage whose inputs an earlier tag already
+    reproduced is restored from DVC's run cache, not rerun; each distinct run is made once."""
+    from dataops_kit.teach import sandbox
+
+    repo = folder.resolve() / "repo"
+    at = {tag: _git(["rev-parse", f"{tag}^{{commit}}"], repo) for tag in [*tags(repo).values(), *registry_tags(repo)]}
+    lessons_at = {at[tag] for tag in tags(repo).values()}
+    names = [*tags(repo).values(), *(tag for tag in registry_tags(repo) if "@" in tag and at[tag] not in lessons_at)]
+    if sandboxed:
+        try:
+            sandbox.check()
+        except sandbox.Unavailable as error:
+            raise CourseError(f"{error}: nothing of the course was run") from None
+    with tempfile.TemporaryDirectory(prefix="dataops-verify-") as inputs:
+        sandbox.bundle(repo, [f"refs/tags/{tag}" for tag in names], Path(inputs))
+        answer = sandbox.run({"job": "verify", "commit": at[names[0]], "tags": [[tag, at[tag]] for tag in names]},
+                             Path(inputs), sandboxed, sandbox.WALL_SECONDS * len(names))
+    found = answer.get("rows") if isinstance(answer.get("rows"), list) else []
+    if answer["code"] or [row[0] for row in found if isinstance(row, list) and len(row) == 7] != names:
+        raise CourseError(f"the course's check failed: {(answer['lines'] or ['a tag is missing from its answer'])[0]}")
     say(f"{'tag':<32} {'ran':>3} {'restored':>8}  {'dvc.lock identical':<18} {'clean':<5} {'time':>6}")
-    lessons_at = {_git(["rev-parse", f"{tag}^{{commit}}"], repo) for tag in tags(repo).values()}
-    versions = {_git(["rev-parse", f"{tag}^{{commit}}"], repo): tag for tag in registry_tags(repo) if "@" in tag}
-    for tag in [*tags(repo).values(), *(t for commit, t in versions.items() if commit not in lessons_at)]:
-        clone, begun = work / tag, time.perf_counter()
-        _git(["clone", "-q", "--branch", tag, str(repo), str(clone)], work.parent, env)
-        ran = restored = 0
-        if (clone / "dvc.yaml").exists():
-            _dvc(["config", "--local", "cache.dir", str(work / "cache")], clone, env)
-            output = _dvc(["repro"], clone, env).stdout
-            ran, restored = output.count("Running stage '"), output.count("is cached - skipping run")
-            identical = (clone / "dvc.lock").read_text() == git_show(clone, tag, "dvc.lock")
-        else:
-            identical = None  # nothing to reproduce yet
-        status = _dvc(["status"], clone, env).stdout
-        clean = not _git(["status", "--porcelain"], clone) and (
-            "up to date" in status or "no data or pipelines" in status)
-        row = (tag, ran, restored, identical, clean, time.perf_counter() - begun)
-        rows.append(row)
-        lock = {True: "yes", False: "NO", None: "(no dvc.lock)"}[identical]
-        say(f"{tag:<32} {ran:>3} {restored:>8}  {lock:<18} {'yes' if clean else 'NO':<5} {row[-1]:5.1f}s")
-    shutil.rmtree(work)
+    rows = [tuple(row[:6]) for row in found]
+    for (tag, ran, restored, identical, clean, seconds), why in zip(rows, (row[6] for row in found)):
+        lock = {True: "yes", False: "NO", None: "(no dvc.lock)"}.get(identical, "NO")
+        say(f"{printable(tag, 32):<32} {ran:>3} {restored:>8}  {lock:<18} {'yes' if clean else 'NO':<5} "
+            f"{seconds:5.1f}s{'  ' + printable(why, 200) if why else ''}")
     return rows
 
 
@@ -441,13 +441,16 @@ def main(argv=None) -> int:
         command.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
         if name == "publish":
             command.add_argument("to", nargs="?", type=Path)
+        if name == "verify":
+            command.add_argument("--sandbox", choices=("on", "off"), default="off",
+                                 help="on: in the sandbox, for a course you did not build")
     commands.add_parser("catch-up").add_argument("lesson", type=int)
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
             build(args.folder)
         elif args.command == "verify":
-            rows = verify(args.folder)
+            rows = verify(args.folder, sandboxed=args.sandbox == "on")
             return 0 if all(r[3] is not False and r[4] for r in rows) else 1
         elif args.command == "publish":
             publish(args.folder, args.to or args.folder / "published")

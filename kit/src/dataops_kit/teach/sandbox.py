@@ -250,7 +250,7 @@ def run(request: dict, inputs: Path, sandboxed: bool = True, wall: float = WALL_
     args = command(inputs) if sandboxed else [sys.executable, "-I", "-m", __name__, "0", str(inputs), str(work)]
     try:
         ran = bounded_run(args, json.dumps(request), wall, preexec_fn=group.enter if group else None,
-                          env=None if group else shell_env())
+                          env=None if group else {**shell_env(), "PATH": f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}"})
     except subprocess.TimeoutExpired:
         return {"code": -1, "lines": [f"it did not end within {wall:g} s, and was stopped"]}
     finally:
@@ -371,10 +371,10 @@ def _md5(path: Path):
     return digest.hexdigest()
 
 
-def _own_cache(clone: Path) -> None:
-    """CLONE's DVC cache is its own, whatever its config names (a committed cache.dir points nowhere
-    here), and DVC stages nothing in git."""
-    for key, value in (("cache.dir", clone / ".dvc" / "cache"), ("core.autostage", "false")):
+def _own_cache(clone: Path, cache: Path = None) -> None:
+    """CLONE's DVC cache is its own (or CACHE), whatever its config names (a committed cache.dir points
+    nowhere here), and DVC stages nothing in git."""
+    for key, value in (("cache.dir", cache or clone / ".dvc" / "cache"), ("core.autostage", "false")):
         subprocess.run(["dvc", "config", "--local", key, str(value)], cwd=clone, stdin=subprocess.DEVNULL,
                        capture_output=True)
 
@@ -385,17 +385,20 @@ def _take_objects(repo: Path, inputs: Path) -> None:
         shutil.copytree(inputs / "objects", repo / ".dvc" / "cache" / "files" / "md5", dirs_exist_ok=True)
 
 
-def fresh_run(clone: Path, outputs: list, timeout: float = None) -> dict:
-    """Every stage of CLONE, a fresh clone, run anew by `dvc repro` with a cache of the clone's own and no
-    run cache: {code, lines (its ✗ and ERROR lines), md5 {path: md5 or None} of OUTPUTS, lock, metrics}.
-    The one reproduction every grader, check and ranking uses."""
-    _own_cache(clone)
+def fresh_run(clone: Path, outputs: list, timeout: float = None, cache: Path = None) -> dict:
+    """Every stage of CLONE, a fresh clone, run anew by `dvc repro`: {code, lines (its ✗ and ERROR lines),
+    md5 {path: md5 or None} of OUTPUTS, lock, metrics, ran (how many stages ran)}. The one reproduction
+    every grader, check, ranking and course check uses. Its cache is the clone's own with no run cache,
+    or CACHE, shared by the clones of one job (a course's tags), with DVC's run cache: a run one tag
+    made is restored, not made again, for the next."""
+    _own_cache(clone, cache)
     log = clone.parent / "dvc.log"
     # To a file, not a pipe: a process the run leaves behind cannot hold this one open.
     with open(log, "w") as out:
         try:
-            code = subprocess.run(["dvc", "repro", "-q", "--no-run-cache"], cwd=clone, stdin=subprocess.DEVNULL,
-                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = subprocess.run(["dvc", "repro", "-q", *([] if cache else ["--no-run-cache"])], cwd=clone,
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             return {"code": -1, "lines": [f"it did not end within {timeout:g} s"], "md5": {}}
     _kill_the_rest()
@@ -403,7 +406,8 @@ def fresh_run(clone: Path, outputs: list, timeout: float = None) -> dict:
         said = [line.rstrip("\n")[:300] for line in out if line.strip()]
     lines = [line for line in said if line.startswith(("✗", "ERROR"))] or said[-1:]
     return {"code": code, "lines": lines[:5], "md5": {path: _md5(clone / path) for path in outputs},
-            "lock": _text(clone / "dvc.lock"), "metrics": _text(clone / "reports" / "metrics.json")}
+            "lock": _text(clone / "dvc.lock"), "metrics": _text(clone / "reports" / "metrics.json"),
+            "ran": sum(line.startswith("▶ ") for line in said)}  # the runner's first line for each stage it runs
 
 
 def _text(path: Path, limit: int = 16 << 10):
@@ -443,7 +447,40 @@ def _review_job(repo: Path, request: dict, inputs: Path) -> dict:
     return {"code": 0, "lines": [], **review.diffs(repo, request["base"], request["commit"])}
 
 
-JOBS = {"reproduce": _reproduce_job, "grade": _grade_job, "review": _review_job}
+def _verify_job(repo: Path, request: dict, inputs: Path) -> dict:
+    """A course's check (course verify): each of the request's [tag, commit] in a clone of its own, run
+    by fresh_run with one cache for all; its rows [tag, ran, restored, dvc.lock identical (None: no
+    pipeline yet), git and DVC clean, seconds, why the run failed or ""]."""
+    rows = []
+    for tag, commit in request["tags"]:
+        clone, begun = repo.parent / "tags" / str(len(rows)), time.perf_counter()
+        _git(["clone", "-q", "--no-checkout", str(repo), str(clone)], repo.parent)
+        _git(["checkout", "-q", "--detach", commit], clone)
+        row = [tag, 0, 0, None]  # no pipeline yet: nothing to run, no dvc.lock
+        if (clone / "dvc.yaml").is_file():
+            ran = fresh_run(clone, [], CPU_SECONDS, cache=repo.parent / "cache")
+            # In a fresh clone, each stage is run or restored from the run cache.
+            row = [tag, ran["ran"], _stage_count(clone) - ran["ran"] if ran["code"] == 0 else 0,
+                   ran["code"] == 0 and ran["lock"] == _output(["git", "show", f"{commit}:dvc.lock"], clone)]
+        status = _output(["dvc", "status"], clone)
+        clean = not _output(["git", "status", "--porcelain"], clone) and (
+            "up to date" in status or "no data or pipelines" in status)
+        failed = ran["lines"][0] if row[3] is False and ran["code"] and ran["lines"] else ""
+        rows.append([*row, clean, round(time.perf_counter() - begun, 1), failed])
+    return {"code": 0, "lines": [], "rows": rows}
+
+
+def _stage_count(clone: Path) -> int:
+    from dataops_kit.facts import read_yaml, stages
+
+    return len(stages(read_yaml(_text(clone / "dvc.yaml", 1 << 20) or "{}")))
+
+
+def _output(args: list, cwd: Path) -> str:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+
+
+JOBS = {"reproduce": _reproduce_job, "grade": _grade_job, "review": _review_job, "verify": _verify_job}
 
 
 def _git(args: list, cwd: Path) -> None:
