@@ -43,8 +43,11 @@ endif
 # The toolkit (kit/) is installed like any package: reinstalled when it changes.
 # A course repository has no kit/: it uses the toolkit of the venv it links to.
 KIT := $(wildcard kit/pyproject.toml kit/src/dataops_kit/*.py kit/src/dataops_kit/*/*.py)
+# A shared venv is its own workspace's to install into: here only this clone's part.
+SHARED := $(shell test -L $(VENV) && echo yes)
 $(VENV)/.installed: requirements.txt $(KIT)
-	@test -L $(VENV) || [ "$$(cat $(VENV)/.made-in 2>/dev/null)" = "$(CURDIR)" ] || { \
+ifneq ($(SHARED),yes)
+	@[ "$$(cat $(VENV)/.made-in 2>/dev/null)" = "$(CURDIR)" ] || { \
 	  $(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { \
 	    echo "The pinned packages need Python 3.11, 3.12 or 3.13; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
 	      "Install one, or name it: make PYTHON=/path/to/python3.12"; exit 1; }; \
@@ -61,6 +64,9 @@ $(VENV)/.installed: requirements.txt $(KIT)
 	$(if $(KIT),$(BIN)/uv pip install --quiet --python "$$(cd $(VENV) && pwd -P)/bin/python" --no-deps --compile-bytecode --reinstall-package dataops-kit ./kit)
 	$(BIN)/python -I -m dataops_kit.install
 	touch $@
+else
+	$(BIN)/python -I -m dataops_kit.install
+endif
 
 # DVC stages a changed dvc.lock silently (core.autostage): say what changed.
 repro: setup ## Set up (once), then dvc repro: the pipeline, reproduced
@@ -131,7 +137,7 @@ CLASS_PORT ?= 8333
 STUDENTS ?= 40
 CLASS_QUOTA_MB ?= 200
 class-deps: setup ## Add the class store's packages (dvc-s3, SeaweedFS) to the venv
-	uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements-class.txt
+	$(if $(SHARED),,uv pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -r requirements-class.txt)
 class-remote: class-deps ## Start the class store and class git remote in CLASS (CLASS_CERT=cert.pem: HTTPS)
 	@python -I -m dataops_kit.teach.classroom serve --class-dir $(CLASS) --host $(CLASS_HOST) --port $(CLASS_PORT) \
 	  --quota-mb $(CLASS_QUOTA_MB) $(if $(CLASS_CERT),--cert $(CLASS_CERT)) $(if $(CLASS_CERT_KEY),--cert-key $(CLASS_CERT_KEY))
