@@ -26,12 +26,23 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+def run_folder(tmp_path_factory) -> Path:
+    """The test run's folder: above each parallel worker's own."""
+    basetemp = tmp_path_factory.getbasetemp()
+    return basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reproductions_cache(tmp_path_factory):
+    """One cache of reproductions for the run, as a student's machine has one (DATAOPS_CACHE): a
+    stage that a check ran before with the same inputs is restored, in every test after."""
+    os.environ["DATAOPS_CACHE"] = str(run_folder(tmp_path_factory) / "dataops-cache")
+
+
 def built_once(tmp_path_factory, name, build):
     """What `build(folder)` makes, built once per test run: with parallel workers,
     by the first to ask, while the others wait for it (tests only read it)."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's folder, above each worker's own
+    shared = run_folder(tmp_path_factory)
     folder = shared / name
     with open(shared / f"{name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

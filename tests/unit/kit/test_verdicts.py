@@ -22,3 +22,13 @@ def test_verdicts_are_judged_once_kept_at_once_and_keyed_by_how(tmp_path):
     assert here != boxed and sandbox.toolkit_version() in here
     assert store.get(boxed, lambda: judged.append(1) or {"why": None}) == {"why": None}
     assert sandbox.Verdicts(path).get(boxed, lambda: judged.append(2)) == {"why": None} and judged == [1]
+
+
+def test_reproductions_share_a_cache_only_with_the_same_toolkit_packages_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAOPS_CACHE", str(tmp_path))
+    for knob in sandbox.CPU_KNOBS:
+        monkeypatch.delenv(knob, raising=False)
+    here = sandbox.reproductions_cache()
+    assert here.parent == tmp_path / "reproductions" and here == sandbox.reproductions_cache()
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Sandybridge")  # as on another CPU: runs of its own
+    assert sandbox.reproductions_cache() not in (here, None)

@@ -49,7 +49,7 @@ class Scene:
     def __init__(self, repo: Path, env: dict = None):
         """Someone else's scene is graded inside the sandbox, whole (dataops_kit.teach.sandbox)."""
         self.repo, self.env = repo, env or student_env(WORKSPACE)
-        self._reproduced, self._clone, self._trusted_lock, self.grading = {}, None, None, False
+        self._reproduced, self._clone, self.grading = {}, None, False
 
     def sh(self, commands: str, check=True, cwd=None, env=None, timeout=None) -> subprocess.CompletedProcess:
         try:
@@ -143,9 +143,11 @@ class Scene:
 
         As DVC proves things, and trusting nothing the student can write: a
         fresh clone of the commit (for the working tree, its tracked and new
-        files copied over it) runs every stage anew, with an empty cache and no
-        run cache of the student's, and each output must have the bytes REV's
-        dvc.lock names. Every stage must be a notebook run by the workspace's
+        files copied over it) runs every stage, with none of the student's cache
+        or record of what ran, and each output must have the bytes REV's
+        dvc.lock names. A stage that ran before with the same inputs, here or
+        in an earlier check, is restored from those runs
+        (sandbox.reproductions_cache). Every stage must be a notebook run by the workspace's
         runner. Results are kept per commit for this check."""
         key = rev or "working tree"
         if key not in self._reproduced:
@@ -190,16 +192,11 @@ class Scene:
                 if source.is_file() and not source.is_symlink():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, target)
-        # Never the student's record of what ran: ours from the last reproduction here, or none (all runs).
+        # Never the student's record of what ran: each stage runs, or is restored from a run of ours.
         (clone / "dvc.lock").unlink(missing_ok=True)
-        if self._trusted_lock is not None:
-            (clone / "dvc.lock").write_bytes(self._trusted_lock)
-        from dataops_kit.teach.sandbox import fresh_run, verdict
+        from dataops_kit.teach.sandbox import fresh_run, reproductions_cache, verdict
 
-        ran = fresh_run(clone, sorted(wanted), timeout=REPRO_SECONDS)
-        if isinstance(ran.get("lock"), str):
-            self._trusted_lock = ran["lock"].encode()
-        return verdict(ran, wanted)
+        return verdict(fresh_run(clone, sorted(wanted), timeout=REPRO_SECONDS, cache=reproductions_cache()), wanted)
 
     def reproduced_metrics(self, rev: str = None) -> dict:
         """reports/metrics.json of REV, only if REV reproduces."""

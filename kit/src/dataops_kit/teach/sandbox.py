@@ -40,11 +40,13 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -325,6 +327,22 @@ def toolkit_version() -> str:
     for path in sorted(Path(dataops_kit.__file__).parent.rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+CPU_KNOBS = ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES", "GLIBC_TUNABLES")  # how another CPU is emulated
+
+
+def reproductions_cache() -> Path:
+    """The DVC cache, objects and run cache, that this user's own reproductions share (make check): a
+    stage that ran once with the same notebook, helpers, inputs and knobs is restored, not run again.
+    Only reproductions write it, never a student's repository. DVC's run cache does not see the
+    toolkit, the interpreter, the packages or the CPU knobs, so each set of them has a folder of its
+    own, under DATAOPS_CACHE or ~/.cache/dataops."""
+    digest = hashlib.md5(f"{toolkit_version()} {sys.version} {platform.machine()}".encode())
+    digest.update(" ".join(f"{name}={os.environ.get(name, '')}" for name in CPU_KNOBS).encode())
+    digest.update(" ".join(sorted(os.listdir(sysconfig.get_paths()["purelib"]))).encode())  # name-version.dist-info
+    root = Path(os.environ.get("DATAOPS_CACHE") or Path.home() / ".cache" / "dataops")
+    return root / "reproductions" / digest.hexdigest()[:12]
 
 
 def reproduce(repo: Path, ref: str, outputs: list, sandboxed: bool = True, wall: float = WALL_SECONDS) -> dict:
