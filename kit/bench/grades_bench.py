@@ -6,8 +6,10 @@ same answer, a commit of each student's own, so each is graded afresh),
 submitted through the gate with each student's own key and home. Then
 `make grades` twice: the first grades every submission (a fresh clone, a
 pull, the reproduction in the sandbox), the second finds nothing new.
-Writes kit/bench/grades-results.json: wall and CPU seconds (of the grading
-processes) of each run, and per submission.
+Writes kit/bench/grades-results.json: wall and CPU seconds of each run, and per
+submission. The CPU seconds are the instructor's own processes', outside the
+sandbox: bwrap does not hand its processes' CPU time up to the process that
+waits for it, so the grading inside is in the wall time only.
 """
 
 import argparse
